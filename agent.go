@@ -321,7 +321,7 @@ func (c *Command) Validate() error {
 		return Errorf(EInvalid, "task_id is not accepted for a drain command")
 	}
 	if c.DrainTimeoutSeconds < 0 || c.DrainTimeoutSeconds > MaxDrainTimeout {
-		return Errorf(EInvalid, "drain_timeout_seconds must be an integer from 1 to %d", MaxDrainTimeout)
+		return Errorf(EInvalid, "drain_timeout_seconds must be an integer from 1 to %d (0 or absent: the server default)", MaxDrainTimeout)
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ const (
 	EForbidden            = "forbidden"
 	EPayloadTooLarge      = "payload_too_large"
 	EUnavailable          = "unavailable"
+	EMethodNotAllowed     = "method_not_allowed"
 	EInternal             = "internal"
 )
 
@@ -82,6 +83,7 @@ var codeStatus = map[string]int{
 	EForbidden:            http.StatusForbidden,
 	EPayloadTooLarge:      http.StatusRequestEntityTooLarge,
 	EUnavailable:          http.StatusServiceUnavailable,
+	EMethodNotAllowed:     http.StatusMethodNotAllowed,
 	EInternal:             http.StatusInternalServerError,
 }
 

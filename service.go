@@ -23,7 +23,8 @@ type AgentService interface {
 	Heartbeat(ctx context.Context, id string, hb *Heartbeat) (*HeartbeatAck, error)
 
 	// UpdateStatus drains or deregisters an agent. ifMatch is the version the caller
-	// read. Returns precondition_failed for a stale version, conflict (with the allowed
+	// read (negative: any version, as If-Match: *). Returns precondition_failed for a
+	// stale version, conflict (with the allowed
 	// statuses) for a forbidden transition.
 	UpdateStatus(ctx context.Context, id string, ifMatch int64, u *StatusUpdate) (*Agent, error)
 

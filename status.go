@@ -186,7 +186,7 @@ func AllowedTriggers(s Status) []string {
 // AllowedTargets lists the statuses a client may request through
 // PATCH /api/v1/agents/{id}/status from status s.
 func AllowedTargets(s Status) []string {
-	var out []string
+	out := []string{}
 	if _, ok := next(s, TriggerDrain); ok && s != StatusDraining {
 		out = append(out, string(StatusDraining))
 	}
