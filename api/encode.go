@@ -13,12 +13,12 @@ import (
 
 // Problem is an RFC 9457 problem details body with Lifeline's stable code member.
 type Problem struct {
-	Type     string   `json:"type"`
-	Title    string   `json:"title"`
-	Status   int      `json:"status"`
-	Detail   string   `json:"detail,omitempty"`
-	Code     string   `json:"code"`
-	Instance string   `json:"instance,omitempty"`
+	Type     string `json:"type"`
+	Title    string `json:"title"`
+	Status   int    `json:"status"`
+	Detail   string `json:"detail,omitempty"`
+	Code     string `json:"code"`
+	Instance string `json:"instance,omitempty"`
 	// Allowed names the statuses that would have been accepted, on invalid-transition
 	// conflicts (possibly none).
 	Allowed []string `json:"allowed,omitempty"`
