@@ -528,12 +528,12 @@ func TestLiveTimings(t *testing.T) {
 	if len(evs) != 3 || evs[1].NewStatus != "unhealthy" || evs[2].NewStatus != "dead" {
 		t.Fatalf("events %+v", evs)
 	}
-	// Event timestamps are the deadlines; they must be exactly the thresholds after
-	// the registration's last heartbeat.
-	if d := evs[1].Timestamp.Sub(a.LastHeartbeatAt); d < 2*time.Second || d > 2*time.Second+10*time.Millisecond {
+	// Never before the deadline. The upper bound is only a sanity check on a shared
+	// machine; the 250 ms target is measured by the bench command, not here.
+	if d := evs[1].Timestamp.Sub(a.LastHeartbeatAt); d <= 2*time.Second || d > 3*time.Second {
 		t.Fatalf("unhealthy at +%v", d)
 	}
-	if d := evs[2].Timestamp.Sub(a.LastHeartbeatAt); d < 4*time.Second || d > 4*time.Second+10*time.Millisecond {
+	if d := evs[2].Timestamp.Sub(a.LastHeartbeatAt); d <= 4*time.Second || d > 5*time.Second {
 		t.Fatalf("dead at +%v", d)
 	}
 	var got lifeline.Agent

@@ -95,7 +95,9 @@ func (e *Engine) evaluate(a *agent, now int64) (*change, int64) {
 		if c == nil {
 			c = e.begin(a)
 		}
-		if _, err := c.fire(t, e.wall(deadline)); err != nil {
+		// Events carry the time the transition is made, so the log's timestamps grow
+		// with its seq; the lateness is measured in lifeline_sweep_lag_seconds.
+		if _, err := c.fire(t, e.wall(now)); err != nil {
 			break
 		}
 		if lag < 0 {
