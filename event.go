@@ -7,6 +7,10 @@ import (
 // Event types of the system event log.
 const (
 	EventAgentLifecycle = "agent.lifecycle"
+	EventLeaseAcquired  = "lease.acquired"
+	EventLeaseReleased  = "lease.released"
+	EventLeaseExpired   = "lease.expired"
+	EventTaskUpdate     = "task.update"
 )
 
 // Event is one entry of the durable, append-only system event log (RFC-0016 §2.3).
@@ -20,6 +24,15 @@ type Event struct {
 	NewStatus      Status    `json:"new_status,omitempty"`
 	Reason         string    `json:"reason,omitempty"`
 	Timestamp      time.Time `json:"timestamp"`
+
+	// Lease events (lease.*) and task updates name the lease, its scope and fence.
+	LeaseID string `json:"lease_id,omitempty"`
+	Scope   string `json:"scope,omitempty"`
+	Fence   int64  `json:"fence,omitempty"`
+	// ExpiresAt is the lease's expiry on lease.acquired.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// Task is the accepted state on task.update events.
+	Task *Task `json:"task,omitempty"`
 }
 
 // EventFilter selects events from the log.
