@@ -31,13 +31,19 @@ type problemBody struct {
 	Allowed *[]string `json:"allowed,omitempty"`
 }
 
-// problem writes err as application/problem+json. Errors that are not *lifeline.Error
-// are logged and shown as a generic internal error.
+// problem writes err as application/problem+json, logging internal errors.
 func (s *Server) problem(w http.ResponseWriter, r *http.Request, err error) {
-	code := lifeline.ErrorCode(err)
-	if code == lifeline.EInternal {
+	if lifeline.ErrorCode(err) == lifeline.EInternal {
 		s.log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
+	WriteProblem(w, r, err)
+}
+
+// WriteProblem writes err as RFC 9457 application/problem+json with Lifeline's code
+// member. Errors that are not *lifeline.Error are shown as a generic internal error
+// (the caller logs them).
+func WriteProblem(w http.ResponseWriter, r *http.Request, err error) {
+	code := lifeline.ErrorCode(err)
 	status := lifeline.HTTPStatus(code)
 	p := Problem{
 		Type:     "https://lifeline.dev/problems/" + code,
@@ -58,7 +64,9 @@ func (s *Server) problem(w http.ResponseWriter, r *http.Request, err error) {
 	_ = json.NewEncoder(w).Encode(body)
 }
 
-// writeJSON writes v as JSON with the given status.
+// WriteJSON writes v as JSON with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) { writeJSON(w, status, v) }
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -68,7 +76,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // decode reads one JSON value from the capped body into v, rejecting unknown fields and
 // trailing data.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	return DecodeJSON(w, r, v, s.cfg.MaxBodyBytes)
+}
+
+// DecodeJSON reads exactly one JSON value of at most max bytes from the request body
+// into v, rejecting unknown fields. Errors are *lifeline.Error (invalid,
+// payload_too_large) with a message for the client.
+func DecodeJSON(w http.ResponseWriter, r *http.Request, v any, max int64) error {
+	body := http.MaxBytesReader(w, r.Body, max)
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

@@ -157,28 +157,6 @@ func (s *Server) handleDeregister(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.agentID(w, r)
-	if !ok {
-		return
-	}
-	var hb lifeline.Heartbeat
-	if err := s.decode(w, r, &hb); err != nil {
-		s.problem(w, r, err)
-		return
-	}
-	if err := hb.Validate(); err != nil {
-		s.problem(w, r, err)
-		return
-	}
-	ack, err := s.cfg.Agents.Heartbeat(r.Context(), id, &hb)
-	if err != nil {
-		s.problem(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, ack)
-}
-
 func (s *Server) handleUpdateStatus(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.agentID(w, r)
 	if !ok {

@@ -36,7 +36,18 @@ type Config struct {
 	Registry *prometheus.Registry
 	// MaxBodyBytes caps request bodies; default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
-	Logger       *slog.Logger
+	// Routes are extra endpoints mounted by other transports (streams, webhooks).
+	Routes []Route
+	Logger *slog.Logger
+}
+
+// Route is an extra endpoint: a ServeMux pattern ("GET /api/v1/events/stream") and its
+// handler. With Auth, the handler runs only for a valid X-API-Key and finds the caller
+// in the request context (lifeline.CallerFrom); without, it authenticates by itself.
+type Route struct {
+	Pattern string
+	Handler http.Handler
+	Auth    bool
 }
 
 // Server is the HTTP handler of Lifeline.
@@ -90,6 +101,15 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/v1/keys", s.auth(s.handleCreateKey))
 	m.HandleFunc("GET /api/v1/keys", s.auth(s.handleListKeys))
 	m.HandleFunc("DELETE /api/v1/keys/{key_id}", s.auth(s.handleRevokeKey))
+	m.HandleFunc("POST /api/v1/heartbeats", s.auth(s.handleBatchHeartbeat))
+
+	for _, rt := range s.cfg.Routes {
+		if rt.Auth {
+			m.HandleFunc(rt.Pattern, s.auth(rt.Handler.ServeHTTP))
+		} else {
+			m.Handle(rt.Pattern, rt.Handler)
+		}
+	}
 
 	m.HandleFunc("/", s.handleNoRoute)
 }
