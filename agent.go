@@ -299,6 +299,8 @@ type HeartbeatAck struct {
 // Commands a server delivers in pending_commands.
 const (
 	CommandDrain = "drain"
+	// CommandStopTask tells an agent to stop a task it no longer holds a lease on.
+	CommandStopTask = "stop_task"
 )
 
 // Command is a directive delivered to an agent in heartbeat responses (RFC-0016 §5.3).

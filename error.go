@@ -22,6 +22,8 @@ const (
 	EUnavailable          = "unavailable"
 	EMethodNotAllowed     = "method_not_allowed"
 	EInternal             = "internal"
+	// EAgentDraining refuses new work to a draining agent (RFC-0016 §9.3).
+	EAgentDraining = "agent_draining"
 )
 
 // Error is the one error type of the domain. Message is safe to show to clients;
@@ -34,6 +36,9 @@ type Error struct {
 	// Allowed names the statuses or triggers that would have been accepted, for
 	// conflicts caused by an invalid transition.
 	Allowed []string
+	// Extra holds extension members for the problem body (for example the holder of a
+	// contested lease).
+	Extra map[string]any
 }
 
 // Error implements the error interface.
@@ -84,6 +89,7 @@ var codeStatus = map[string]int{
 	EPayloadTooLarge:      http.StatusRequestEntityTooLarge,
 	EUnavailable:          http.StatusServiceUnavailable,
 	EMethodNotAllowed:     http.StatusMethodNotAllowed,
+	EAgentDraining:        http.StatusConflict,
 	EInternal:             http.StatusInternalServerError,
 }
 
@@ -98,6 +104,9 @@ func HTTPStatus(code string) int {
 // CodeForHTTPStatus is the inverse of HTTPStatus, used by clients to rebuild an error
 // from a response that carried no code member.
 func CodeForHTTPStatus(status int) string {
+	if status == http.StatusConflict {
+		return EConflict
+	}
 	for code, s := range codeStatus {
 		if s == status {
 			return code

@@ -8,8 +8,12 @@ import (
 // Change is one unit of a store commit: the new full state of an agent record and the
 // events its change produced. Events receive their Seq when the change is committed.
 type Change struct {
-	// Agent is the record to write (insert or replace by AgentID). Nil writes events only.
+	// Agent is the record to write (insert or replace by AgentID). Nil writes no agent.
 	Agent *Agent
+	// Leases are lease records to write (insert or replace by LeaseID).
+	Leases []*Lease
+	// Task is a task state to write (insert or replace by TaskID).
+	Task *Task
 	// Events are appended to the log in order, after any earlier change of the same batch.
 	Events []Event
 }
@@ -39,6 +43,19 @@ type Store interface {
 	// SaveHeartbeats stores last_heartbeat_at and current_load of existing agents.
 	// Unknown ids are ignored. It does not bump versions or write events.
 	SaveHeartbeats(ctx context.Context, hbs []HeartbeatCheckpoint) error
+
+	// ActiveLeases returns every lease whose status is active, in lease_id order.
+	ActiveLeases(ctx context.Context) ([]*Lease, error)
+	// LeaseFences returns, for every scope that ever had a lease, the highest fence
+	// issued on it.
+	LeaseFences(ctx context.Context) (map[string]int64, error)
+	// Lease returns one lease in any status. Returns not_found if unknown.
+	Lease(ctx context.Context, id string) (*Lease, error)
+	// Leases returns leases matching f in lease_id order (f.After is an exclusive
+	// lower bound on lease_id; f.Limit is clamped with PageLimit).
+	Leases(ctx context.Context, f LeaseFilter) ([]*Lease, error)
+	// Task returns the latest state of a task. Returns not_found if none.
+	Task(ctx context.Context, id string) (*Task, error)
 
 	// Events returns events matching f in seq order.
 	Events(ctx context.Context, f EventFilter) ([]Event, error)

@@ -76,23 +76,26 @@ func lifecycle(id string, from lifeline.Status, out lifeline.Outcome, at time.Ti
 	}
 }
 
-// change is a pending change to one agent: its next record and the events that lead
-// there. It is applied to memory only once committed.
+// change is a pending change to one agent: its next record, the leases and task it
+// writes, and the events that lead there. It is applied to memory only once committed.
 type change struct {
 	a      *agent
-	rec    *lifeline.Agent
+	rec    *lifeline.Agent // next record; nil when the agent record does not change
 	events []lifeline.Event
-	drain  int64 // drain deadline to install (monotonic ns), 0 for none
+	drain  int64             // drain deadline to install (monotonic ns), 0 for none
+	leases []*lifeline.Lease // lease records written by this change
+	task   *lifeline.Task
 }
 
 // begin starts a change of a from its committed record. Requires a.mu.
 func (e *Engine) begin(a *agent) *change {
-	rec := e.view(a)
-	return &change{a: a, rec: rec, drain: a.drainDeadline}
+	return &change{a: a, rec: e.view(a), drain: a.drainDeadline}
 }
 
-// fire applies trigger t to the change, appending the event if the status changes.
-func (c *change) fire(t lifeline.Trigger, at time.Time) (lifeline.Outcome, error) {
+// fire applies trigger t to the change, appending the event if the status changes. An
+// agent that becomes dead or deregistered loses its leases in the same change, after
+// its lifecycle event (RFC-0016 §9.1: death causes expiry, never the reverse).
+func (e *Engine) fire(c *change, t lifeline.Trigger, at time.Time) (lifeline.Outcome, error) {
 	from := c.rec.Status
 	out, err := lifeline.Transition(from, t)
 	if err != nil || !out.Changed {
@@ -108,6 +111,14 @@ func (c *change) fire(t lifeline.Trigger, at time.Time) (lifeline.Outcome, error
 		c.rec.PendingCommand = nil
 		c.rec.DrainDeadline = nil
 		c.drain = 0
+		reason := lifeline.LeaseReasonAgentDead
+		switch t {
+		case lifeline.TriggerDrainTimeout:
+			reason = lifeline.LeaseReasonDrainTimeout
+		case lifeline.TriggerDeregister:
+			reason = lifeline.LeaseReasonDeregistered
+		}
+		e.expireAgentLeases(c, reason, at)
 	}
 	return out, nil
 }
@@ -117,7 +128,7 @@ func (c *change) fire(t lifeline.Trigger, at time.Time) (lifeline.Outcome, error
 func (e *Engine) commitChanges(ctx context.Context, cs ...*change) error {
 	batch := make([]lifeline.Change, len(cs))
 	for i, c := range cs {
-		batch[i] = lifeline.Change{Agent: c.rec, Events: c.events}
+		batch[i] = lifeline.Change{Agent: c.rec, Leases: c.leases, Task: c.task, Events: c.events}
 	}
 	if err := e.commit(ctx, batch); err != nil {
 		return err
@@ -131,6 +142,12 @@ func (e *Engine) commitChanges(ctx context.Context, cs ...*change) error {
 
 // apply installs a committed change in memory. Requires c.a.mu.
 func (e *Engine) apply(c *change) {
+	if len(c.leases) > 0 {
+		e.applyLeases(c.leases)
+	}
+	if c.rec == nil {
+		return
+	}
 	old := c.a.rec.Load()
 	if old != nil && old.Status != c.rec.Status {
 		e.counts[statusCode(old.Status)].Add(-1)
@@ -139,7 +156,9 @@ func (e *Engine) apply(c *change) {
 		e.counts[statusCode(c.rec.Status)].Add(1)
 	}
 	for _, ev := range c.events {
-		e.m.transitions.WithLabelValues(string(ev.NewStatus), ev.Reason).Inc()
+		if ev.Type == lifeline.EventAgentLifecycle {
+			e.m.transitions.WithLabelValues(string(ev.NewStatus), ev.Reason).Inc()
+		}
 	}
 	c.a.drainDeadline = c.drain
 	e.install(c.a, c.rec)
@@ -347,6 +366,7 @@ func (e *Engine) Beat(ctx context.Context, id string, hb *lifeline.Heartbeat, ac
 		if p := a.cmds.Load(); p != nil {
 			ack.PendingCommands = *p
 		}
+		ack.PendingCommands = e.stopTasks(a.id, hb.TasksInProgress, now, ack.PendingCommands)
 		return nil
 	}
 	return e.beatSlow(ctx, a, hb, now, ack)
@@ -359,7 +379,7 @@ func (e *Engine) beatSlow(ctx context.Context, a *agent, hb *lifeline.Heartbeat,
 	defer a.mu.Unlock()
 	c := e.begin(a)
 	at := e.wall(now)
-	if _, err := c.fire(lifeline.TriggerHeartbeat, at); err != nil {
+	if _, err := e.fire(c, lifeline.TriggerHeartbeat, at); err != nil {
 		if c.rec.Status == lifeline.StatusRegistering {
 			return lifeline.Errorf(lifeline.ENotFound, "agent %q not found", a.id)
 		}
@@ -386,6 +406,7 @@ func (e *Engine) beatSlow(ctx context.Context, a *agent, hb *lifeline.Heartbeat,
 	if p := a.cmds.Load(); p != nil {
 		ack.PendingCommands = *p
 	}
+	ack.PendingCommands = e.stopTasks(a.id, hb.TasksInProgress, now, ack.PendingCommands)
 	return nil
 }
 
@@ -409,25 +430,30 @@ func (e *Engine) checkDrift(a *agent, rec *lifeline.Agent, client time.Time, now
 // completes at once (deregistered, drain_completed); otherwise the drain deadline is
 // set and the sweeper ends it at drain_timeout.
 func (e *Engine) drain(c *change, timeout time.Duration, now int64) error {
-	out, err := c.fire(lifeline.TriggerDrain, e.wall(now))
+	out, err := e.fire(c, lifeline.TriggerDrain, e.wall(now))
 	if err != nil {
 		return err
 	}
 	if !out.Changed {
 		return nil
 	}
-	if e.holdsWork(c.rec.AgentID) {
+	if e.holdsWork(c) {
 		c.drain = now + int64(timeout)
 		d := e.wall(c.drain)
 		c.rec.DrainDeadline = &d
 		return nil
 	}
-	_, err = c.fire(lifeline.TriggerDrainComplete, e.wall(now))
+	_, err = e.fire(c, lifeline.TriggerDrainComplete, e.wall(now))
 	return err
 }
 
-func (e *Engine) holdsWork(id string) bool {
-	return e.cfg.Work != nil && e.cfg.Work.HoldsWork(id)
+// holdsWork reports whether the agent of c still holds work once c is applied: an
+// active lease not ended by c, or work reported by Config.Work. Requires c.a.mu.
+func (e *Engine) holdsWork(c *change) bool {
+	if e.cfg.Work != nil && e.cfg.Work.HoldsWork(c.a.id) {
+		return true
+	}
+	return e.leasesLeft(c) > 0
 }
 
 // UpdateStatus drains or deregisters an agent (RFC-0016 §5.1) under optimistic
@@ -464,7 +490,7 @@ func (e *Engine) UpdateStatus(ctx context.Context, id string, ifMatch int64, u *
 			return nil, conflictTarget(rec.Status, u.Status)
 		}
 	case lifeline.StatusDeregistered:
-		if _, err := c.fire(lifeline.TriggerDeregister, e.wall(now)); err != nil {
+		if _, err := e.fire(c, lifeline.TriggerDeregister, e.wall(now)); err != nil {
 			return nil, conflictTarget(rec.Status, u.Status)
 		}
 	}
@@ -530,7 +556,7 @@ func (e *Engine) DeregisterAgent(ctx context.Context, id string) error {
 		return err
 	}
 	c := e.begin(a)
-	if _, err := c.fire(lifeline.TriggerDeregister, e.wall(e.mono())); err != nil {
+	if _, err := e.fire(c, lifeline.TriggerDeregister, e.wall(e.mono())); err != nil {
 		return conflictTarget(c.rec.Status, lifeline.StatusDeregistered)
 	}
 	return e.commitChanges(ctx, c)
@@ -613,11 +639,11 @@ func (e *Engine) WorkReleased(ctx context.Context, id string) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.rec.Load().Status != lifeline.StatusDraining || e.holdsWork(id) {
+	c := e.begin(a)
+	if c.rec.Status != lifeline.StatusDraining || e.holdsWork(c) {
 		return nil
 	}
-	c := e.begin(a)
-	if _, err := c.fire(lifeline.TriggerDrainComplete, e.wall(e.mono())); err != nil {
+	if _, err := e.fire(c, lifeline.TriggerDrainComplete, e.wall(e.mono())); err != nil {
 		return err
 	}
 	return e.commitChanges(ctx, c)

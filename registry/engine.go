@@ -28,8 +28,10 @@ type Config struct {
 	// DrainTimeout is the drain_timeout_seconds used when a drain does not name one.
 	// Default 120 s.
 	DrainTimeout time.Duration
-	// OpenDiscovery lets agent keys list agents, pools and events.
+	// OpenDiscovery lets agent keys list agents, pools, leases and events.
 	OpenDiscovery bool
+	// MaxLeaseTTL caps ttl_seconds of leases. Default 24 h.
+	MaxLeaseTTL time.Duration
 	// Work reports whether an agent still holds work (leases). Nil means none does, so
 	// drains complete at once.
 	Work WorkHolder
@@ -60,6 +62,9 @@ type Engine struct {
 	trackMu sync.Mutex
 	track   tracker
 
+	leaseMu sync.RWMutex
+	leases  *leaseTable
+
 	counts [stDeregistered + 1]atomic.Int64 // agents by status
 
 	commits chan *commitReq
@@ -76,6 +81,8 @@ type Engine struct {
 var (
 	_ lifeline.AgentService = (*Engine)(nil)
 	_ lifeline.EventService = (*Engine)(nil)
+	_ lifeline.LeaseService = (*Engine)(nil)
+	_ lifeline.TaskService  = (*Engine)(nil)
 )
 
 // New returns an engine over store. Call Open before use.
@@ -106,6 +113,7 @@ func New(store lifeline.Store, cfg Config) *Engine {
 		m:       m,
 		base:    cfg.Now(),
 		agents:  newShards(),
+		leases:  newLeaseTable(),
 		commits: make(chan *commitReq, 1024),
 		stop:    make(chan struct{}),
 	}
@@ -144,6 +152,9 @@ func (e *Engine) Open(ctx context.Context) error {
 		sh := e.agents.of(rec.AgentID)
 		sh.m[rec.AgentID] = a
 		e.counts[statusCode(rec.Status)].Add(1)
+	}
+	if err := e.loadLeases(ctx); err != nil {
+		return err
 	}
 	e.cwg.Add(1)
 	go e.committer()

@@ -33,6 +33,7 @@ func (e *Engine) Sweep(ctx context.Context) {
 			break
 		}
 	}
+	e.sweepLeases(ctx, e.mono())
 	e.m.sweepDuration.Observe(time.Since(start).Seconds())
 }
 
@@ -97,7 +98,7 @@ func (e *Engine) evaluate(a *agent, now int64) (*change, int64) {
 		}
 		// Events carry the time the transition is made, so the log's timestamps grow
 		// with its seq; the lateness is measured in lifeline_sweep_lag_seconds.
-		if _, err := c.fire(t, e.wall(now)); err != nil {
+		if _, err := e.fire(c, t, e.wall(now)); err != nil {
 			break
 		}
 		if lag < 0 {
@@ -127,7 +128,11 @@ func (e *Engine) dueTrigger(a *agent, status lifeline.Status, c *change, now int
 		}
 	case lifeline.StatusDraining:
 		if drain != 0 && now > drain {
-			if e.holdsWork(a.id) {
+			probe := c
+			if probe == nil {
+				probe = &change{a: a}
+			}
+			if e.holdsWork(probe) {
 				return lifeline.TriggerDrainTimeout, drain, true
 			}
 			return lifeline.TriggerDrainComplete, drain, true

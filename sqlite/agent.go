@@ -10,8 +10,8 @@ import (
 	"github.com/lifeline-dev/lifeline"
 )
 
-// Apply commits batch in one transaction: agent records are upserted and events
-// appended in order, each event receiving the next seq, which is written back into
+// Apply commits batch in one transaction: agent, lease and task records are upserted
+// and events appended in order, each event receiving the next seq, which is written back into
 // batch. It returns invalid, and writes nothing, if a change holds an agent without
 // agent_id, with an unknown status or with metadata that is not JSON, or an event
 // without type. On any error nothing is written and every Seq of batch is reset to 0.
@@ -39,6 +39,16 @@ func (s *Store) Apply(ctx context.Context, batch []lifeline.Change) (err error) 
 		c := &batch[i]
 		if c.Agent != nil {
 			if err := upsertAgent(ctx, tx, c.Agent); err != nil {
+				return err
+			}
+		}
+		for _, l := range c.Leases {
+			if err := upsertLease(ctx, tx, l); err != nil {
+				return err
+			}
+		}
+		if c.Task != nil {
+			if err := upsertTask(ctx, tx, c.Task); err != nil {
 				return err
 			}
 		}

@@ -70,6 +70,11 @@ func Run(t *testing.T, newStore func(t *testing.T) lifeline.Store) {
 		{"RevokeUnknownNotFound", testRevokeUnknownNotFound},
 		{"ConcurrentApply", testConcurrentApply},
 		{"CanceledContextWritesNothing", testCanceledContextWritesNothing},
+		{"LeaseRoundTrip", testLeaseRoundTrip},
+		{"LeaseOneActivePerScope", testLeaseOneActivePerScope},
+		{"LeaseFencesSurviveEnd", testLeaseFencesSurviveEnd},
+		{"LeasesFilterAndPage", testLeasesFilterAndPage},
+		{"TaskRoundTrip", testTaskRoundTrip},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,5 +1,5 @@
 // Command lifeline is the Lifeline binary: the server (lifeline serve) and a command-line
-// client for its HTTP API (agents, events, keys, health, version).
+// client for its HTTP API (agents, leases, tasks, events, keys, health, version).
 //
 // Client commands find the server through --server or $LIFELINE_SERVER and authenticate
 // with --key or $LIFELINE_KEY.
@@ -145,6 +145,9 @@ func init() {
 		{name: "serve", args: "[flags]", summary: "run the Lifeline server (see lifeline serve --help)"},
 		{name: "agents ls", args: "[flags]", summary: "list agents, filtered and paged", new: func(e Env) Command { return NewAgentsListCommand(e) }},
 		{name: "agents get", args: "ID [flags]", summary: "show one agent", new: func(e Env) Command { return NewAgentsGetCommand(e) }},
+		{name: "leases ls", args: "[flags]", summary: "list leases, filtered and paged", new: func(e Env) Command { return NewLeasesListCommand(e) }},
+		{name: "leases get", args: "ID [flags]", summary: "show one lease", new: func(e Env) Command { return NewLeasesGetCommand(e) }},
+		{name: "tasks get", args: "TASK_ID [flags]", summary: "show the latest accepted state of a task", new: func(e Env) Command { return NewTasksGetCommand(e) }},
 		{name: "events ls", args: "[flags]", summary: "list events of the system event log", new: func(e Env) Command { return NewEventsListCommand(e) }},
 		{name: "keys create", args: "--role ROLE [flags]", summary: "create an API key (admin)", new: func(e Env) Command { return NewKeysCreateCommand(e) }},
 		{name: "keys ls", args: "[flags]", summary: "list API keys (admin)", new: func(e Env) Command { return NewKeysListCommand(e) }},

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lifeline-dev/lifeline"
+)
+
+// TasksGetCommand is `lifeline tasks get TASK_ID`: the latest accepted state of a task
+// (GET /api/v1/tasks/{task_id}).
+type TasksGetCommand struct {
+	cmdBase
+	conn connFlags
+	json bool
+}
+
+// NewTasksGetCommand returns the command with its flags registered.
+func NewTasksGetCommand(env Env) *TasksGetCommand {
+	c := &TasksGetCommand{cmdBase: newBase(env, "tasks get")}
+	c.conn.register(c.fs)
+	c.fs.BoolVar(&c.json, "json", false, "print the task as the API's JSON")
+	return c
+}
+
+// Run shows the task.
+func (c *TasksGetCommand) Run(ctx context.Context, args []string) error {
+	pos, err := c.parse(args, 1)
+	if err != nil {
+		return done(err)
+	}
+	cl, err := c.client(c.conn, true)
+	if err != nil {
+		return err
+	}
+	t, err := cl.FindTask(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return writeJSON(c.Stdout, t)
+	}
+	return writeTask(c.Stdout, t, c.now())
+}
+
+// writeTask prints a task as an aligned "key: value" block.
+func writeTask(w io.Writer, t *lifeline.Task, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	row("task_id", t.TaskID)
+	row("status", t.Status)
+	row("progress", fmt.Sprintf("%d%%", t.Progress))
+	row("agent_id", orDash(t.AgentID))
+	row("lease_id", orDash(t.LeaseID))
+	row("fence", fmt.Sprint(t.Fence))
+	row("message", orDash(t.Message))
+	row("error", orDash(t.Error))
+	// compactJSON shows an absent value as "{}", but a result can be any JSON value, so
+	// an absent one is "-" as elsewhere.
+	result := "-"
+	if r := bytes.TrimSpace(t.Result); len(r) > 0 && string(r) != "null" {
+		result = compactJSON(t.Result)
+	}
+	row("result", result)
+	row("updated_at", fmt.Sprintf("%s (%s)", formatTime(t.UpdatedAt), age(now, t.UpdatedAt)))
+	return tw.Flush()
+}
