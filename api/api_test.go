@@ -213,7 +213,9 @@ func TestHeartbeat(t *testing.T) {
 		r := expect(t, h.beat(owner, "a1", "current_load", 3, "tasks_in_progress", []string{"task_01H001"}), 200)
 		var ack lifeline.HeartbeatAck
 		r.json(t, &ack)
-		if !ack.Acknowledged || ack.AgentStatus != "active" || ack.PendingCommands == nil || len(ack.PendingCommands) != 0 ||
+		// The agent holds no lease on the task it reports, so it is told to stop it.
+		stop := lifeline.Command{Command: "stop_task", TaskID: "task_01H001", Reason: "lease_expired"}
+		if !ack.Acknowledged || ack.AgentStatus != "active" || len(ack.PendingCommands) != 1 || ack.PendingCommands[0] != stop ||
 			time.Since(ack.ServerTimestamp) > time.Minute {
 			t.Fatalf("%s", r.body)
 		}

@@ -55,13 +55,34 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	body := problemBody{Problem: p}
 	var le *lifeline.Error
-	if errors.As(err, &le) && le.Allowed != nil {
-		body.Allowed = &le.Allowed
+	var out any = body
+	if errors.As(err, &le) {
+		if le.Allowed != nil {
+			body.Allowed = &le.Allowed
+			out = body
+		}
+		if len(le.Extra) > 0 {
+			out = withExtra(body, le.Extra)
+		}
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(body)
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+// withExtra adds extension members to a problem body; they never replace the standard
+// members.
+func withExtra(body problemBody, extra map[string]any) map[string]any {
+	b, _ := json.Marshal(body)
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	for k, v := range extra {
+		if _, taken := m[k]; !taken {
+			m[k] = v
+		}
+	}
+	return m
 }
 
 // WriteJSON writes v as JSON with the given status.

@@ -33,7 +33,7 @@ func fuzzServer(f *testing.F) http.Handler {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { e.Close(); st.Close() })
-	return api.NewServer(api.Config{Agents: e, Events: e, Keys: keys, Health: e})
+	return api.NewServer(api.Config{Agents: e, Events: e, Keys: keys, Leases: e, Tasks: e, Health: e})
 }
 
 // FuzzWrites sends arbitrary bodies and paths to every write endpoint: no input may

@@ -70,7 +70,7 @@ func (h *harness) open() {
 		t.Fatal(err)
 	}
 	e.Start()
-	srv := httptest.NewUnstartedServer(api.NewServer(api.Config{Agents: e, Events: e, Keys: keys, Health: e, Registry: reg}))
+	srv := httptest.NewUnstartedServer(api.NewServer(api.Config{Agents: e, Events: e, Keys: keys, Leases: e, Tasks: e, Health: e, Registry: reg}))
 	if h.url != "" {
 		// Reopen on the same address so clients keep their base URL.
 		ln, err := net.Listen("tcp", strings.TrimPrefix(h.url, "http://"))

@@ -31,6 +31,8 @@ type Config struct {
 	Agents lifeline.AgentService
 	Events lifeline.EventService
 	Keys   lifeline.KeyService
+	Leases lifeline.LeaseService
+	Tasks  lifeline.TaskService
 	Health Health
 	// Registry receives the HTTP metrics and is served at /metrics. Nil: a new one.
 	Registry *prometheus.Registry
@@ -102,6 +104,14 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/keys", s.auth(s.handleListKeys))
 	m.HandleFunc("DELETE /api/v1/keys/{key_id}", s.auth(s.handleRevokeKey))
 	m.HandleFunc("POST /api/v1/heartbeats", s.auth(s.handleBatchHeartbeat))
+	m.HandleFunc("POST /api/v1/leases", s.auth(s.handleAcquireLease))
+	m.HandleFunc("GET /api/v1/leases", s.auth(s.handleListLeases))
+	m.HandleFunc("GET /api/v1/leases/{lease_id}", s.auth(s.handleGetLease))
+	m.HandleFunc("PATCH /api/v1/leases/{lease_id}", s.auth(s.handleRenewLease))
+	m.HandleFunc("DELETE /api/v1/leases/{lease_id}", s.auth(s.handleReleaseLease))
+	m.HandleFunc("POST /api/v1/leases/{lease_id}/revoke", s.auth(s.handleRevokeLease))
+	m.HandleFunc("POST /api/v1/tasks/{task_id}/updates", s.auth(s.handleTaskUpdate))
+	m.HandleFunc("GET /api/v1/tasks/{task_id}", s.auth(s.handleGetTask))
 
 	for _, rt := range s.cfg.Routes {
 		if rt.Auth {

@@ -352,6 +352,8 @@ type request struct {
 	path    string
 	query   url.Values
 	ifMatch string
+	// header holds extra request headers (X-Lease-ID).
+	header http.Header
 	// body, when not nil, is sent as JSON.
 	body any
 	// out, when not nil, receives the JSON body of a 2xx response.
@@ -395,6 +397,9 @@ func (c *Client) do(ctx context.Context, r request) error {
 	}
 	if r.ifMatch != "" {
 		req.Header.Set("If-Match", r.ifMatch)
+	}
+	for k, v := range r.header {
+		req.Header[http.CanonicalHeaderKey(k)] = v
 	}
 
 	resp, err := c.http.Do(req)
@@ -458,13 +463,16 @@ type problem struct {
 
 // decodeError rebuilds the server's *lifeline.Error from an error response. The code
 // comes from the problem's code member, or from the HTTP status when there is none
-// (a proxy's error page, an older server).
+// (a proxy's error page, an older server). Extension members (the holder of a
+// contested lease) are kept in Extra.
 func decodeError(resp *http.Response, data []byte) error {
 	var p problem
+	var extra map[string]any
 	if isJSON(resp.Header.Get("Content-Type")) {
 		_ = json.Unmarshal(data, &p)
+		extra = problemExtra(data)
 	}
-	e := &lifeline.Error{Code: p.Code, Message: p.Detail, Allowed: p.Allowed}
+	e := &lifeline.Error{Code: p.Code, Message: p.Detail, Allowed: p.Allowed, Extra: extra}
 	if e.Code == "" {
 		e.Code = lifeline.CodeForHTTPStatus(resp.StatusCode)
 	}

@@ -1,12 +1,10 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -27,7 +25,7 @@ var (
 // agent key acquires for another agent, invalid for a bad request.
 func (c *Client) AcquireLease(ctx context.Context, r *lifeline.LeaseRequest) (*lifeline.Lease, error) {
 	var l lifeline.Lease
-	if err := c.send(ctx, request{method: http.MethodPost, path: "/api/v1/leases", body: r, out: &l}, nil); err != nil {
+	if err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/leases", body: r, out: &l}); err != nil {
 		return nil, err
 	}
 	return &l, nil
@@ -45,7 +43,7 @@ func (c *Client) RenewLease(ctx context.Context, id string, r *lifeline.LeaseRen
 		r = &lifeline.LeaseRenewal{}
 	}
 	var l lifeline.Lease
-	if err := c.send(ctx, request{method: http.MethodPatch, path: leasePath(id), body: r, out: &l}, nil); err != nil {
+	if err := c.do(ctx, request{method: http.MethodPatch, path: leasePath(id), body: r, out: &l}); err != nil {
 		return nil, err
 	}
 	return &l, nil
@@ -57,7 +55,7 @@ func (c *Client) ReleaseLease(ctx context.Context, id string) error {
 	if err := required("lease_id", id); err != nil {
 		return err
 	}
-	return c.send(ctx, request{method: http.MethodDelete, path: leasePath(id)}, nil)
+	return c.do(ctx, request{method: http.MethodDelete, path: leasePath(id)})
 }
 
 // RevokeLease ends an active lease by administrative decision (POST
@@ -68,7 +66,7 @@ func (c *Client) RevokeLease(ctx context.Context, id string) error {
 	if err := required("lease_id", id); err != nil {
 		return err
 	}
-	return c.send(ctx, request{method: http.MethodPost, path: leasePath(id) + "/revoke"}, nil)
+	return c.do(ctx, request{method: http.MethodPost, path: leasePath(id) + "/revoke"})
 }
 
 // FindLeaseByID returns a lease in any status (GET /api/v1/leases/{id}). Returns
@@ -78,7 +76,7 @@ func (c *Client) FindLeaseByID(ctx context.Context, id string) (*lifeline.Lease,
 		return nil, err
 	}
 	var l lifeline.Lease
-	if err := c.send(ctx, request{method: http.MethodGet, path: leasePath(id), out: &l}, nil); err != nil {
+	if err := c.do(ctx, request{method: http.MethodGet, path: leasePath(id), out: &l}); err != nil {
 		return nil, err
 	}
 	return &l, nil
@@ -95,7 +93,7 @@ type leasePage struct {
 // next page. Returns invalid for bad filter values.
 func (c *Client) FindLeases(ctx context.Context, f lifeline.LeaseFilter) ([]*lifeline.Lease, string, error) {
 	var page leasePage
-	err := c.send(ctx, request{method: http.MethodGet, path: "/api/v1/leases", query: leaseQuery(f), out: &page, limit: maxPageResponseBytes}, nil)
+	err := c.do(ctx, request{method: http.MethodGet, path: "/api/v1/leases", query: leaseQuery(f), out: &page, limit: maxPageResponseBytes})
 	if err != nil {
 		return nil, "", err
 	}
@@ -147,7 +145,7 @@ func (c *Client) UpdateTask(ctx context.Context, taskID, leaseID string, u *life
 		h = http.Header{"X-Lease-Id": {leaseID}}
 	}
 	var t lifeline.Task
-	if err := c.send(ctx, request{method: http.MethodPost, path: taskPath(taskID) + "/updates", body: u, out: &t}, h); err != nil {
+	if err := c.do(ctx, request{method: http.MethodPost, path: taskPath(taskID) + "/updates", body: u, out: &t, header: h}); err != nil {
 		return nil, err
 	}
 	return &t, nil
@@ -160,7 +158,7 @@ func (c *Client) FindTask(ctx context.Context, taskID string) (*lifeline.Task, e
 		return nil, err
 	}
 	var t lifeline.Task
-	if err := c.send(ctx, request{method: http.MethodGet, path: taskPath(taskID), out: &t}, nil); err != nil {
+	if err := c.do(ctx, request{method: http.MethodGet, path: taskPath(taskID), out: &t}); err != nil {
 		return nil, err
 	}
 	return &t, nil
@@ -198,79 +196,6 @@ func Holder(err error) (LeaseHolder, bool) {
 		h.ExpiresAt, _ = time.Parse(time.RFC3339Nano, v)
 	}
 	return h, true
-}
-
-// send is do for the lease and task endpoints, with what they need beyond it: extra
-// request headers (X-Lease-ID) and the problem's extension members ("holder",
-// "lease_id", "expires_at" of a contested scope) kept in the error's Extra.
-//
-// It repeats do step for step so that do and decodeError stay as they are; when request
-// grows a header field and decodeError keeps extension members, send becomes c.do.
-func (c *Client) send(ctx context.Context, r request, header http.Header) error {
-	u := c.baseURL + r.path
-	if len(r.query) > 0 {
-		u += "?" + r.query.Encode()
-	}
-	var body io.Reader
-	if r.body != nil {
-		b, err := json.Marshal(r.body)
-		if err != nil {
-			return fmt.Errorf("lifeline client: encoding %s %s body: %w", r.method, r.path, err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, r.method, u, body)
-	if err != nil {
-		return fmt.Errorf("lifeline client: %w", err)
-	}
-	req.Header.Set("Accept", "application/json, application/problem+json")
-	if r.body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.userAgent != "" {
-		req.Header.Set("User-Agent", c.userAgent)
-	}
-	if c.apiKey != "" && !r.noAuth {
-		req.Header.Set("X-API-Key", c.apiKey)
-	}
-	for k, v := range header {
-		req.Header[http.CanonicalHeaderKey(k)] = v
-	}
-
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		// Drain a little so the connection can be reused, then always close.
-		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
-		resp.Body.Close()
-	}()
-
-	limit := r.limit
-	if limit <= 0 {
-		limit = maxResponseBytes
-	}
-	data, err := readLimited(resp.Body, limit)
-	if err != nil {
-		return fmt.Errorf("lifeline client: reading %s %s response: %w", r.method, r.path, err)
-	}
-
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		err := decodeError(resp, data)
-		var e *lifeline.Error
-		if errors.As(err, &e) && isJSON(resp.Header.Get("Content-Type")) {
-			e.Extra = problemExtra(data)
-		}
-		return err
-	}
-	if r.out == nil || resp.StatusCode == http.StatusNoContent {
-		return nil
-	}
-	if err := json.Unmarshal(data, r.out); err != nil {
-		return fmt.Errorf("lifeline client: decoding %s %s response (status %d): %w", r.method, r.path, resp.StatusCode, err)
-	}
-	return nil
 }
 
 // problemMembers are the members of a problem body that have a place of their own in

@@ -38,6 +38,8 @@ type ServerConfig struct {
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 	// DrainTimeout applies to drains that name none.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// MaxLeaseTTL caps the ttl_seconds a lease may ask for.
+	MaxLeaseTTL time.Duration `yaml:"max_lease_ttl"`
 	// ShutdownTimeout bounds how long in-flight requests may take at shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// MaxBodyBytes caps request bodies.
@@ -58,6 +60,7 @@ func DefaultServerConfig() ServerConfig {
 		SweepInterval:      50 * time.Millisecond,
 		CheckpointInterval: 30 * time.Second,
 		DrainTimeout:       120 * time.Second,
+		MaxLeaseTTL:        24 * time.Hour,
 		ShutdownTimeout:    15 * time.Second,
 		MaxBodyBytes:       api.DefaultMaxBodyBytes,
 		LogLevel:           "info",
@@ -122,6 +125,7 @@ func loadServerConfig(args []string, env func(string) string, stderr io.Writer) 
 	dur("LIFELINE_SWEEP_INTERVAL", &cfg.SweepInterval)
 	dur("LIFELINE_CHECKPOINT_INTERVAL", &cfg.CheckpointInterval)
 	dur("LIFELINE_DRAIN_TIMEOUT", &cfg.DrainTimeout)
+	dur("LIFELINE_MAX_LEASE_TTL", &cfg.MaxLeaseTTL)
 	dur("LIFELINE_SHUTDOWN_TIMEOUT", &cfg.ShutdownTimeout)
 	if v := env("LIFELINE_OPEN_DISCOVERY"); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -176,6 +180,8 @@ func (c *ServerConfig) validate() error {
 		return errors.New("checkpoint_interval must be positive")
 	case c.DrainTimeout < time.Second:
 		return errors.New("drain_timeout must be at least 1s")
+	case c.MaxLeaseTTL < time.Second:
+		return errors.New("max_lease_ttl must be at least 1s")
 	case c.ShutdownTimeout <= 0:
 		return errors.New("shutdown_timeout must be positive")
 	case c.MaxBodyBytes < 1024:
@@ -233,6 +239,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		SweepInterval:      m.Config.SweepInterval,
 		CheckpointInterval: m.Config.CheckpointInterval,
 		DrainTimeout:       m.Config.DrainTimeout,
+		MaxLeaseTTL:        m.Config.MaxLeaseTTL,
 		OpenDiscovery:      m.Config.OpenDiscovery,
 		Logger:             m.log,
 		Metrics:            registry.NewMetrics(reg),
@@ -261,7 +268,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		return err
 	}
 	srv := api.NewServer(api.Config{
-		Agents: m.engine, Events: m.engine, Keys: keys, Health: m.engine,
+		Agents: m.engine, Events: m.engine, Keys: keys, Leases: m.engine, Tasks: m.engine, Health: m.engine,
 		Registry: reg, MaxBodyBytes: m.Config.MaxBodyBytes, Logger: m.log,
 	})
 	m.http = &http.Server{

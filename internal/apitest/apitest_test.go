@@ -129,6 +129,11 @@ func TestSpec(t *testing.T) {
 			{"KeyRequest", lifeline.KeyRequest{}, false},
 			{"Capacity", lifeline.Capacity{}, true},
 			{"HeartbeatConfig", lifeline.HeartbeatConfig{}, true},
+			{"Lease", lifeline.Lease{}, true},
+			{"LeaseRequest", lifeline.LeaseRequest{}, false},
+			{"LeaseRenewal", lifeline.LeaseRenewal{}, false},
+			{"TaskUpdate", lifeline.TaskUpdate{}, false},
+			{"Task", lifeline.Task{}, true},
 		} {
 			s := doc.Components.Schemas[tc.schema].Value
 			all, always := jsonFields(reflect.TypeOf(tc.v))
