@@ -1,7 +1,7 @@
 // Package client is the Go SDK for a Lifeline server: an HTTP client that implements
 // the same service interfaces as the in-process registry (lifeline.AgentService,
-// lifeline.EventService, lifeline.KeyService), so callers and tests can swap one for the
-// other.
+// EventService, KeyService, LeaseService and TaskService), so callers and tests can
+// swap one for the other.
 //
 // Errors returned by the server are rebuilt as *lifeline.Error from the problem+json
 // body, so lifeline.ErrorCode(err) means the same thing locally and remotely. Transport

@@ -3,24 +3,59 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/lifeline-dev/lifeline"
+	"github.com/lifeline-dev/lifeline/api"
 	"github.com/lifeline-dev/lifeline/client"
+	"github.com/lifeline-dev/lifeline/registry"
+	"github.com/lifeline-dev/lifeline/sqlite"
 )
 
-// TestLive runs the client through an agent's whole life against a running server. It
-// is skipped unless LIFELINE_TEST_SERVER (base URL) and LIFELINE_TEST_ADMIN_KEY are set:
+// startServer runs a real Lifeline for the test and returns its URL and admin key.
+func startServer(t *testing.T) (string, string) {
+	t.Helper()
+	st, err := sqlite.Open(filepath.Join(t.TempDir(), "lifeline.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := registry.New(st, registry.Config{})
+	if err := e.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := registry.NewKeys(context.Background(), st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const admin = "ll_client_live_admin"
+	if _, err := keys.Bootstrap(context.Background(), admin); err != nil {
+		t.Fatal(err)
+	}
+	e.Start()
+	srv := httptest.NewServer(api.NewServer(api.Config{Agents: e, Events: e, Keys: keys, Leases: e, Tasks: e, Health: e}))
+	t.Cleanup(func() {
+		srv.Close()
+		e.Close()
+		st.Close()
+	})
+	return srv.URL, admin
+}
+
+// TestLive runs the client through an agent's whole life against a real server: an
+// in-process Lifeline on 127.0.0.1 over SQLite, or, when LIFELINE_TEST_SERVER (base URL)
+// and LIFELINE_TEST_ADMIN_KEY are set, a running one:
 //
 //	LIFELINE_ADMIN_KEY=s3cret-admin-key lifeline serve --listen 127.0.0.1:18080 --data-dir "$(mktemp -d)" &
 //	LIFELINE_TEST_SERVER=http://127.0.0.1:18080 LIFELINE_TEST_ADMIN_KEY=s3cret-admin-key go test ./client/ -run Live
 func TestLive(t *testing.T) {
 	server, adminKey := os.Getenv("LIFELINE_TEST_SERVER"), os.Getenv("LIFELINE_TEST_ADMIN_KEY")
 	if server == "" || adminKey == "" {
-		t.Skip("LIFELINE_TEST_SERVER and LIFELINE_TEST_ADMIN_KEY not set")
+		server, adminKey = startServer(t)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -81,6 +116,37 @@ func TestLive(t *testing.T) {
 	if err != nil || len(ack.PendingCommands) != 1 {
 		t.Fatalf("Heartbeat after command = %+v, %v", ack, err)
 	}
+
+	// Leases and fenced task writes.
+	task := id + "-task"
+	l, err := agent.AcquireLease(ctx, &lifeline.LeaseRequest{Scope: task, AgentID: id, TTLSeconds: ptr(30)})
+	if err != nil || l.Fence != 1 || l.Status != lifeline.LeaseActive {
+		t.Fatalf("AcquireLease = %+v, %v", l, err)
+	}
+	_, err = agent.AcquireLease(ctx, &lifeline.LeaseRequest{Scope: task, AgentID: id})
+	wantCode(t, err, lifeline.EConflict)
+	if h, ok := client.Holder(err); !ok || h.AgentID != id || h.LeaseID != l.LeaseID || h.ExpiresAt.IsZero() {
+		t.Fatalf("Holder = %+v, %v", h, ok)
+	}
+	if _, err := agent.RenewLease(ctx, l.LeaseID, &lifeline.LeaseRenewal{TTLSeconds: ptr(60)}); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := agent.UpdateTask(ctx, task, l.LeaseID, &lifeline.TaskUpdate{Status: lifeline.TaskCompleted, Result: []byte(`{"ok":true}`)})
+	if err != nil || tk.Fence != 1 || tk.Progress != 100 {
+		t.Fatalf("UpdateTask = %+v, %v", tk, err)
+	}
+	_, err = agent.UpdateTask(ctx, task, "lease_wrong", &lifeline.TaskUpdate{Status: lifeline.TaskFailed})
+	wantCode(t, err, lifeline.EPreconditionFailed)
+	if got, err := agent.FindTask(ctx, task); err != nil || string(got.Result) != `{"ok":true}` {
+		t.Fatalf("FindTask = %+v, %v", got, err)
+	}
+	if ls, _, err := agent.FindLeases(ctx, lifeline.LeaseFilter{AgentID: id}); err != nil || len(ls) != 1 {
+		t.Fatalf("FindLeases = %+v, %v", ls, err)
+	}
+	if err := agent.ReleaseLease(ctx, l.LeaseID); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, agent.ReleaseLease(ctx, l.LeaseID), lifeline.EGone)
 
 	cur, err := agent.FindAgentByID(ctx, id)
 	if err != nil {
