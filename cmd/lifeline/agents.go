@@ -122,41 +122,6 @@ func (c *AgentsListCommand) table(agents []*lifeline.Agent) error {
 	return tw.Flush()
 }
 
-// AgentsGetCommand is `lifeline agents get ID`: one agent record.
-type AgentsGetCommand struct {
-	cmdBase
-	conn connFlags
-	json bool
-}
-
-// NewAgentsGetCommand returns the command with its flags registered.
-func NewAgentsGetCommand(env Env) *AgentsGetCommand {
-	c := &AgentsGetCommand{cmdBase: newBase(env, "agents get")}
-	c.conn.register(c.fs)
-	c.fs.BoolVar(&c.json, "json", false, "print the agent as the API's JSON")
-	return c
-}
-
-// Run shows the agent.
-func (c *AgentsGetCommand) Run(ctx context.Context, args []string) error {
-	pos, err := c.parse(args, 1)
-	if err != nil {
-		return done(err)
-	}
-	cl, err := c.client(c.conn, true)
-	if err != nil {
-		return err
-	}
-	a, err := cl.FindAgentByID(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	if c.json {
-		return writeJSON(c.Stdout, a)
-	}
-	return writeAgent(c.Stdout, a, c.now())
-}
-
 // writeAgent prints an agent as an aligned "key: value" block.
 func writeAgent(w io.Writer, a *lifeline.Agent, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)

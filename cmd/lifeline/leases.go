@@ -114,41 +114,6 @@ func whenExpires(now, t time.Time) string {
 	return until(now, t)
 }
 
-// LeasesGetCommand is `lifeline leases get ID`: one lease in any status.
-type LeasesGetCommand struct {
-	cmdBase
-	conn connFlags
-	json bool
-}
-
-// NewLeasesGetCommand returns the command with its flags registered.
-func NewLeasesGetCommand(env Env) *LeasesGetCommand {
-	c := &LeasesGetCommand{cmdBase: newBase(env, "leases get")}
-	c.conn.register(c.fs)
-	c.fs.BoolVar(&c.json, "json", false, "print the lease as the API's JSON")
-	return c
-}
-
-// Run shows the lease.
-func (c *LeasesGetCommand) Run(ctx context.Context, args []string) error {
-	pos, err := c.parse(args, 1)
-	if err != nil {
-		return done(err)
-	}
-	cl, err := c.client(c.conn, true)
-	if err != nil {
-		return err
-	}
-	l, err := cl.FindLeaseByID(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	if c.json {
-		return writeJSON(c.Stdout, l)
-	}
-	return writeLease(c.Stdout, l, c.now())
-}
-
 // writeLease prints a lease as an aligned "key: value" block.
 func writeLease(w io.Writer, l *lifeline.Lease, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -10,42 +9,6 @@ import (
 
 	"github.com/lifeline-dev/lifeline"
 )
-
-// TasksGetCommand is `lifeline tasks get TASK_ID`: the latest accepted state of a task
-// (GET /api/v1/tasks/{task_id}).
-type TasksGetCommand struct {
-	cmdBase
-	conn connFlags
-	json bool
-}
-
-// NewTasksGetCommand returns the command with its flags registered.
-func NewTasksGetCommand(env Env) *TasksGetCommand {
-	c := &TasksGetCommand{cmdBase: newBase(env, "tasks get")}
-	c.conn.register(c.fs)
-	c.fs.BoolVar(&c.json, "json", false, "print the task as the API's JSON")
-	return c
-}
-
-// Run shows the task.
-func (c *TasksGetCommand) Run(ctx context.Context, args []string) error {
-	pos, err := c.parse(args, 1)
-	if err != nil {
-		return done(err)
-	}
-	cl, err := c.client(c.conn, true)
-	if err != nil {
-		return err
-	}
-	t, err := cl.FindTask(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	if c.json {
-		return writeJSON(c.Stdout, t)
-	}
-	return writeTask(c.Stdout, t, c.now())
-}
 
 // writeTask prints a task as an aligned "key: value" block.
 func writeTask(w io.Writer, t *lifeline.Task, now time.Time) error {
