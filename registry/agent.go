@@ -42,20 +42,21 @@ func statusCode(s lifeline.Status) uint32 {
 // status) is kept apart from the descriptive record, which is an immutable snapshot
 // replaced on every committed change, so readers never lock.
 type agent struct {
-	id string
-
-	// Hot state, written by heartbeats without locks.
-	status   atomic.Uint32 // status code, possibly | busy
-	lastSeen atomic.Int64  // monotonic ns (engine clock) of the last heartbeat
-	load     atomic.Int64  // current_load reported by heartbeats
-	dirty    atomic.Bool   // heartbeat state changed since the last checkpoint
-	lastWarn atomic.Int64  // monotonic ns of the last drift warning logged
-
-	// rec is the descriptive record as last committed. It is never mutated in place.
-	rec atomic.Pointer[lifeline.Agent]
+	// Hot state: everything a heartbeat reads or writes, in the first 64 bytes so that
+	// a heartbeat touches one cache line of the agent. Written without locks.
+	status     atomic.Uint32 // status code, possibly | busy
+	dirty      atomic.Bool   // heartbeat state changed since the last checkpoint
+	lastSeen   atomic.Int64  // monotonic ns (engine clock) of the last heartbeat
+	load       atomic.Int64  // current_load reported by heartbeats
+	driftLimit atomic.Int64  // 2 × heartbeat interval in ns, copied from the record
 	// cmds is the pending_commands slice delivered with every heartbeat response; it is
 	// built once per change so the heartbeat path does not allocate.
 	cmds atomic.Pointer[[]lifeline.Command]
+	id   string
+
+	lastWarn atomic.Int64 // monotonic ns of the last drift warning logged
+	// rec is the descriptive record as last committed. It is never mutated in place.
+	rec atomic.Pointer[lifeline.Agent]
 
 	// mu serialises changes to this agent. Guarded by mu:
 	mu            sync.Mutex
@@ -92,7 +93,10 @@ type shards struct {
 type shard struct {
 	mu sync.RWMutex
 	m  map[string]*agent
-	_  [40]byte // keep neighbouring shards' locks on separate cache lines
+	// beats counts heartbeats to this shard's agents: one counter per shard instead of
+	// one for the process, so concurrent heartbeats do not fight over a cache line.
+	beats atomic.Uint64
+	_     [32]byte // keep neighbouring shards on separate cache lines
 }
 
 func newShards() *shards {
@@ -108,11 +112,29 @@ func (t *shards) of(id string) *shard {
 }
 
 func (t *shards) get(id string) *agent {
+	a, _ := t.getCounted(id, false)
+	return a
+}
+
+// getCounted is get that also counts a heartbeat on the agent's shard.
+func (t *shards) getCounted(id string, count bool) (*agent, *shard) {
 	sh := t.of(id)
 	sh.mu.RLock()
 	a := sh.m[id]
 	sh.mu.RUnlock()
-	return a
+	if count && a != nil {
+		sh.beats.Add(1)
+	}
+	return a, sh
+}
+
+// beats returns the number of heartbeats counted over all shards.
+func (t *shards) beats() uint64 {
+	var n uint64
+	for i := range t.s {
+		n += t.s[i].beats.Load()
+	}
+	return n
 }
 
 // each calls fn for every agent, shard by shard, without holding any lock during fn.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/lifeline-dev/lifeline"
 	"github.com/lifeline-dev/lifeline/registry"
@@ -19,7 +20,10 @@ func fleet(b *testing.B, n int, clk *clock) *registry.Engine {
 	if err != nil {
 		b.Fatal(err)
 	}
-	now := clk.Now()
+	now := time.Now()
+	if clk != nil {
+		now = clk.Now()
+	}
 	const batch = 5000
 	for i := 0; i < n; i += batch {
 		var cs []lifeline.Change
@@ -34,7 +38,11 @@ func fleet(b *testing.B, n int, clk *clock) *registry.Engine {
 			b.Fatal(err)
 		}
 	}
-	e := registry.New(st, registry.Config{Now: clk.Now})
+	cfg := registry.Config{}
+	if clk != nil {
+		cfg.Now = clk.Now
+	}
+	e := registry.New(st, cfg)
 	if err := e.Open(context.Background()); err != nil {
 		b.Fatal(err)
 	}
@@ -45,19 +53,19 @@ func fleet(b *testing.B, n int, clk *clock) *registry.Engine {
 	return e
 }
 
-// BenchmarkBeat is the in-process heartbeat path at 100k agents: lookup, ownership
-// check, receipt time and load stored; no lock but a shard read lock, no I/O.
+// BenchmarkBeat is the in-process heartbeat path at 100k agents with the real clock:
+// lookup, ownership check, receipt time and load stored; no lock but a shard read
+// lock, no I/O.
 func BenchmarkBeat(b *testing.B) {
 	const n = 100_000
-	clk := newClock()
-	e := fleet(b, n, clk)
+	e := fleet(b, n, nil)
 	ctx := lifeline.WithCaller(context.Background(), lifeline.Caller{KeyID: "k", Role: lifeline.RoleCoordinator})
 	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("agent_%07d", i)
 	}
 	load := 2
-	hb := &lifeline.Heartbeat{Status: lifeline.StatusActive, CurrentLoad: &load, ClientTimestamp: clk.Now()}
+	hb := &lifeline.Heartbeat{Status: lifeline.StatusActive, CurrentLoad: &load, ClientTimestamp: time.Now()}
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -78,7 +86,7 @@ func BenchmarkBeat(b *testing.B) {
 func BenchmarkSweepNothingDue(b *testing.B) {
 	for _, n := range []int{10, 100_000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			e := fleet(b, n, newClock())
+			e := fleet(b, n, nil)
 			b.ReportAllocs()
 			for b.Loop() {
 				e.Sweep(context.Background())

@@ -52,12 +52,14 @@ type WorkHolder interface {
 
 // Engine implements lifeline.AgentService and lifeline.EventService over a Store.
 type Engine struct {
-	store  lifeline.Store
-	cfg    Config
-	log    *slog.Logger
-	m      *Metrics
-	base   time.Time // clock reading that monotonic offsets are measured from
-	agents *shards
+	store lifeline.Store
+	cfg   Config
+	log   *slog.Logger
+	m     *Metrics
+	base  time.Time // clock reading that monotonic offsets are measured from
+	// baseWall is base without its monotonic reading, for comparing with wall times.
+	baseWall time.Time
+	agents   *shards
 
 	trackMu sync.Mutex
 	track   tracker
@@ -106,7 +108,7 @@ func New(store lifeline.Store, cfg Config) *Engine {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Engine{
+	e := &Engine{
 		store:   store,
 		cfg:     cfg,
 		log:     cfg.Logger,
@@ -117,6 +119,8 @@ func New(store lifeline.Store, cfg Config) *Engine {
 		commits: make(chan *commitReq, 1024),
 		stop:    make(chan struct{}),
 	}
+	e.baseWall = e.base.Round(0)
+	return e
 }
 
 // mono returns the engine clock as nanoseconds since the engine was created.
@@ -128,7 +132,7 @@ func (e *Engine) wall(m int64) time.Time {
 }
 
 // monoOf converts a wall time to the engine clock.
-func (e *Engine) monoOf(t time.Time) int64 { return int64(t.Sub(e.base.Round(0))) }
+func (e *Engine) monoOf(t time.Time) int64 { return int64(t.Sub(e.baseWall)) }
 
 // Open loads every agent from the store and starts the committer. Every live agent's
 // silence timer starts now: the server's own downtime never counts as an agent's
@@ -219,6 +223,7 @@ func (e *Engine) Close() error {
 // install makes rec the committed record of a and updates the hot state derived from
 // it. Requires a.mu (or exclusive ownership of a).
 func (e *Engine) install(a *agent, rec *lifeline.Agent) {
+	a.driftLimit.Store(int64(2 * rec.HeartbeatConfig.Interval()))
 	a.rec.Store(rec)
 	a.status.Store(statusCode(rec.Status))
 	if rec.PendingCommand != nil {

@@ -6,7 +6,6 @@ import (
 
 // Metrics are the engine's Prometheus collectors.
 type Metrics struct {
-	heartbeats    prometheus.Counter
 	drift         prometheus.Counter
 	transitions   *prometheus.CounterVec
 	sweepLag      prometheus.Histogram
@@ -19,9 +18,6 @@ type Metrics struct {
 // registered anywhere).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "lifeline_heartbeats_total", Help: "Heartbeats accepted.",
-		}),
 		drift: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lifeline_heartbeat_clock_drift_total",
 			Help: "Heartbeats whose client_timestamp differed from the server clock by more than 2 × interval.",
@@ -49,28 +45,38 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.heartbeats, m.drift, m.transitions, m.sweepLag, m.sweepDuration, m.commitBatch, m.storeErrors)
+		reg.MustRegister(m.drift, m.transitions, m.sweepLag, m.sweepDuration, m.commitBatch, m.storeErrors)
 	}
 	return m
 }
 
 func (m *Metrics) observeBatch(n int) { m.commitBatch.Observe(float64(n)) }
 
-// agentsCollector reports the number of agents by status at scrape time.
+// agentsCollector reports, at scrape time, the number of agents by status and the
+// heartbeats counted in the engine's shards.
 type agentsCollector struct {
-	e    *Engine
-	desc *prometheus.Desc
+	e      *Engine
+	agents *prometheus.Desc
+	beats  *prometheus.Desc
 }
 
-// NewAgentsCollector returns a collector of lifeline_agents{status}.
+// NewAgentsCollector returns a collector of lifeline_agents{status} and
+// lifeline_heartbeats_total.
 func NewAgentsCollector(e *Engine) prometheus.Collector {
-	return &agentsCollector{e: e, desc: prometheus.NewDesc("lifeline_agents", "Agents by lifecycle status.", []string{"status"}, nil)}
+	return &agentsCollector{e: e,
+		agents: prometheus.NewDesc("lifeline_agents", "Agents by lifecycle status.", []string{"status"}, nil),
+		beats:  prometheus.NewDesc("lifeline_heartbeats_total", "Heartbeats received for known agents.", nil, nil),
+	}
 }
 
-func (c *agentsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *agentsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.agents
+	ch <- c.beats
+}
 
 func (c *agentsCollector) Collect(ch chan<- prometheus.Metric) {
 	for st, n := range c.e.Counts() {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), string(st))
+		ch <- prometheus.MustNewConstMetric(c.agents, prometheus.GaugeValue, float64(n), string(st))
 	}
+	ch <- prometheus.MustNewConstMetric(c.beats, prometheus.CounterValue, float64(c.e.agents.beats()))
 }
