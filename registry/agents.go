@@ -201,13 +201,14 @@ func (e *Engine) RegisterAgent(ctx context.Context, r *lifeline.Registration) (*
 
 	// Claim the id: either a fresh entry, locked before anyone else can see it, or the
 	// existing one, locked.
-	sh := e.agents.of(id)
+	sh, h := e.agents.of(id)
 	sh.mu.Lock()
-	a, exists := sh.m[id]
+	a := sh.lookupLocked(h, id)
+	exists := a != nil
 	if !exists {
 		a = newAgent(id)
 		a.mu.Lock()
-		sh.m[id] = a
+		sh.insertLocked(h, a)
 	}
 	sh.mu.Unlock()
 	if exists {
@@ -246,7 +247,7 @@ func (e *Engine) RegisterAgent(ctx context.Context, r *lifeline.Registration) (*
 	if err := e.commitChanges(ctx, c); err != nil {
 		if !exists {
 			sh.mu.Lock()
-			delete(sh.m, id)
+			sh.deleteLocked(h, id)
 			sh.mu.Unlock()
 		} else {
 			a.lastSeen.Store(oldSeen)

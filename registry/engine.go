@@ -153,8 +153,8 @@ func (e *Engine) Open(ctx context.Context) error {
 			a.drainDeadline = e.monoOf(*rec.DrainDeadline)
 		}
 		e.install(a, rec)
-		sh := e.agents.of(rec.AgentID)
-		sh.m[rec.AgentID] = a
+		sh, h := e.agents.of(rec.AgentID)
+		sh.insertLocked(h, a) // no one else sees the table yet
 		e.counts[statusCode(rec.Status)].Add(1)
 	}
 	if err := e.loadLeases(ctx); err != nil {
