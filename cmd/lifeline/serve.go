@@ -18,9 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/lifeline-dev/lifeline"
 	"github.com/lifeline-dev/lifeline/api"
 	"github.com/lifeline-dev/lifeline/registry"
 	"github.com/lifeline-dev/lifeline/sqlite"
+	"github.com/lifeline-dev/lifeline/stream"
 )
 
 // ServerConfig is the configuration of `lifeline serve`. Precedence, lowest first:
@@ -40,6 +42,18 @@ type ServerConfig struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// MaxLeaseTTL caps the ttl_seconds a lease may ask for.
 	MaxLeaseTTL time.Duration `yaml:"max_lease_ttl"`
+	// WSHeartbeatInterval is how often WebSocket clients are pinged.
+	WSHeartbeatInterval time.Duration `yaml:"ws_heartbeat_interval"`
+	// WSMaxQueueSize caps each agent's offline message queue.
+	WSMaxQueueSize int `yaml:"ws_max_queue_size"`
+	// WSBatchInterval is the WebSocket batching window.
+	WSBatchInterval time.Duration `yaml:"ws_batch_interval"`
+	// SSEKeepAlive is how often an idle event stream gets a keep-alive comment.
+	SSEKeepAlive time.Duration `yaml:"sse_keepalive"`
+	// EventRetention is how long events are kept; older ones are pruned.
+	EventRetention time.Duration `yaml:"event_retention"`
+	// WebhookMaxAttempts bounds the delivery attempts of one webhook event.
+	WebhookMaxAttempts int `yaml:"webhook_max_attempts"`
 	// ShutdownTimeout bounds how long in-flight requests may take at shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// MaxBodyBytes caps request bodies.
@@ -55,16 +69,22 @@ type ServerConfig struct {
 // DefaultServerConfig returns the built-in defaults.
 func DefaultServerConfig() ServerConfig {
 	return ServerConfig{
-		Listen:             "127.0.0.1:8080",
-		DataDir:            "./lifeline-data",
-		SweepInterval:      50 * time.Millisecond,
-		CheckpointInterval: 30 * time.Second,
-		DrainTimeout:       120 * time.Second,
-		MaxLeaseTTL:        24 * time.Hour,
-		ShutdownTimeout:    15 * time.Second,
-		MaxBodyBytes:       api.DefaultMaxBodyBytes,
-		LogLevel:           "info",
-		LogFormat:          "text",
+		Listen:              "127.0.0.1:8080",
+		DataDir:             "./lifeline-data",
+		SweepInterval:       50 * time.Millisecond,
+		CheckpointInterval:  30 * time.Second,
+		DrainTimeout:        120 * time.Second,
+		MaxLeaseTTL:         24 * time.Hour,
+		WSHeartbeatInterval: stream.DefaultHeartbeatInterval,
+		WSMaxQueueSize:      stream.DefaultMaxQueueSize,
+		WSBatchInterval:     stream.DefaultBatchInterval,
+		SSEKeepAlive:        stream.DefaultSSEKeepAlive,
+		EventRetention:      stream.DefaultEventRetention,
+		WebhookMaxAttempts:  stream.DefaultWebhookMaxAttempts,
+		ShutdownTimeout:     15 * time.Second,
+		MaxBodyBytes:        api.DefaultMaxBodyBytes,
+		LogLevel:            "info",
+		LogFormat:           "text",
 	}
 }
 
@@ -126,6 +146,21 @@ func loadServerConfig(args []string, env func(string) string, stderr io.Writer) 
 	dur("LIFELINE_CHECKPOINT_INTERVAL", &cfg.CheckpointInterval)
 	dur("LIFELINE_DRAIN_TIMEOUT", &cfg.DrainTimeout)
 	dur("LIFELINE_MAX_LEASE_TTL", &cfg.MaxLeaseTTL)
+	dur("LIFELINE_WS_HEARTBEAT_INTERVAL", &cfg.WSHeartbeatInterval)
+	dur("LIFELINE_WS_BATCH_INTERVAL", &cfg.WSBatchInterval)
+	dur("LIFELINE_SSE_KEEPALIVE", &cfg.SSEKeepAlive)
+	dur("LIFELINE_EVENT_RETENTION", &cfg.EventRetention)
+	num := func(name string, dst *int) {
+		if v := env(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+			*dst = n
+		}
+	}
+	num("LIFELINE_WS_MAX_QUEUE_SIZE", &cfg.WSMaxQueueSize)
+	num("LIFELINE_WEBHOOK_MAX_ATTEMPTS", &cfg.WebhookMaxAttempts)
 	dur("LIFELINE_SHUTDOWN_TIMEOUT", &cfg.ShutdownTimeout)
 	if v := env("LIFELINE_OPEN_DISCOVERY"); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -182,6 +217,12 @@ func (c *ServerConfig) validate() error {
 		return errors.New("drain_timeout must be at least 1s")
 	case c.MaxLeaseTTL < time.Second:
 		return errors.New("max_lease_ttl must be at least 1s")
+	case c.WSHeartbeatInterval <= 0 || c.WSBatchInterval <= 0 || c.SSEKeepAlive <= 0:
+		return errors.New("ws_heartbeat_interval, ws_batch_interval and sse_keepalive must be positive")
+	case c.WSMaxQueueSize < 1 || c.WebhookMaxAttempts < 1:
+		return errors.New("ws_max_queue_size and webhook_max_attempts must be at least 1")
+	case c.EventRetention < time.Minute:
+		return errors.New("event_retention must be at least 1m")
 	case c.ShutdownTimeout <= 0:
 		return errors.New("shutdown_timeout must be positive")
 	case c.MaxBodyBytes < 1024:
@@ -201,6 +242,7 @@ type Main struct {
 
 	store  *sqlite.Store
 	engine *registry.Engine
+	stream *stream.Service
 	http   *http.Server
 	ln     net.Listener
 	served chan error
@@ -236,6 +278,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.engine = registry.New(m.store, registry.Config{
+		// The stream service exists before the engine commits anything (it commits only
+		// once started or asked to), and sees every committed event in commit order.
+		OnCommit:           func(evs []lifeline.Event) { m.stream.Publish(evs) },
 		SweepInterval:      m.Config.SweepInterval,
 		CheckpointInterval: m.Config.CheckpointInterval,
 		DrainTimeout:       m.Config.DrainTimeout,
@@ -262,12 +307,25 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		fmt.Fprintf(m.Stdout, "Bootstrap admin key (shown once, only its hash is stored):\n\n    %s\n\n"+
 			"Use it as X-API-Key, or set LIFELINE_ADMIN_KEY before the first start to choose your own.\n\n", secret)
 	}
+	m.stream, err = stream.New(stream.Config{
+		Keys: keys, Agents: m.engine, Events: m.engine, Log: m.store, Webhooks: m.store,
+		HeartbeatInterval: m.Config.WSHeartbeatInterval, MaxQueueSize: m.Config.WSMaxQueueSize,
+		BatchInterval: m.Config.WSBatchInterval, SSEKeepAlive: m.Config.SSEKeepAlive,
+		EventRetention: m.Config.EventRetention, WebhookMaxAttempts: m.Config.WebhookMaxAttempts,
+		MaxBodyBytes: m.Config.MaxBodyBytes, Logger: m.log, Registry: reg,
+	})
+	if err != nil {
+		m.engine.Close()
+		return fmt.Errorf("streams: %w", err)
+	}
 	m.ln, err = net.Listen("tcp", m.Config.Listen)
 	if err != nil {
+		m.stream.Close()
 		m.engine.Close()
 		return err
 	}
 	srv := api.NewServer(api.Config{
+		Routes: m.stream.Routes(),
 		Agents: m.engine, Events: m.engine, Keys: keys, Leases: m.engine, Tasks: m.engine, Health: m.engine,
 		Registry: reg, MaxBodyBytes: m.Config.MaxBodyBytes, Logger: m.log,
 	})
@@ -291,6 +349,11 @@ func (m *Main) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), m.Config.ShutdownTimeout)
 	defer cancel()
 	errs := []error{}
+	// Streams first: long-lived WebSocket and SSE connections would hold the HTTP
+	// shutdown up; their clients resume from where they were.
+	if err := m.stream.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("streams: %w", err))
+	}
 	if err := m.http.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
