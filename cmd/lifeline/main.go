@@ -153,6 +153,10 @@ func init() {
 		{name: "keys ls", args: "[flags]", summary: "list API keys (admin)", new: func(e Env) Command { return NewKeysListCommand(e) }},
 		{name: "keys revoke", args: "ID [flags]", summary: "revoke an API key (admin)", new: func(e Env) Command { return NewKeysRevokeCommand(e) }},
 		{name: "health", args: "[flags]", summary: "show the server's readiness (GET /health)", new: func(e Env) Command { return NewHealthCommand(e) }},
+		{name: "bench heartbeat", args: "[flags]", summary: "measure single heartbeats over HTTP (optionally against a bare net/http baseline)", new: func(e Env) Command { return NewBenchHeartbeatCommand(e) }},
+		{name: "bench batch", args: "[flags]", summary: "measure batch heartbeats (POST /api/v1/heartbeats)", new: func(e Env) Command { return NewBenchBatchCommand(e) }},
+		{name: "bench detect", args: "[flags]", summary: "measure how soon silenced agents are reported unhealthy", new: func(e Env) Command { return NewBenchDetectCommand(e) }},
+		{name: "bench memory", args: "[flags]", summary: "measure memory per registered agent (in-process server)", new: func(e Env) Command { return NewBenchMemoryCommand(e) }},
 		{name: "version", args: "", summary: "print the version", new: func(e Env) Command { return NewVersionCommand(e) }},
 		{name: "help", args: "[COMMAND]", summary: "show this help, or the help of one command"},
 	}
