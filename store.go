@@ -10,6 +10,10 @@ import (
 type Change struct {
 	// Agent is the record to write (insert or replace by AgentID). Nil writes no agent.
 	Agent *Agent
+	// StatusOnly says Agent differs from the stored record only in status, version,
+	// drain deadline and pending command, so a store may write just those (the
+	// sweeper's timed transitions, thousands at once).
+	StatusOnly bool
 	// Leases are lease records to write (insert or replace by LeaseID).
 	Leases []*Lease
 	// Task is a task state to write (insert or replace by TaskID).

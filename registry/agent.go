@@ -59,6 +59,9 @@ type agent struct {
 	// cmds is the pending_commands slice delivered with every heartbeat response; it is
 	// built once per change so the heartbeat path does not allocate.
 	cmds atomic.Pointer[[]lifeline.Command]
+	// owner is the interned id of the key that registered the agent (rec.OwnerKeyID),
+	// kept here so an agent key's heartbeat need not read the record.
+	owner atomic.Pointer[string]
 
 	lastWarn atomic.Int64 // monotonic ns of the last drift warning logged
 	// rec is the descriptive record as last committed. It is never mutated in place.

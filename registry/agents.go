@@ -85,6 +85,8 @@ type change struct {
 	drain  int64             // drain deadline to install (monotonic ns), 0 for none
 	leases []*lifeline.Lease // lease records written by this change
 	task   *lifeline.Task
+	// statusOnly: rec differs from the committed record only in its lifecycle fields.
+	statusOnly bool
 }
 
 // begin starts a change of a from its committed record. Requires a.mu.
@@ -128,7 +130,7 @@ func (e *Engine) fire(c *change, t lifeline.Trigger, at time.Time) (lifeline.Out
 func (e *Engine) commitChanges(ctx context.Context, cs ...*change) error {
 	batch := make([]lifeline.Change, len(cs))
 	for i, c := range cs {
-		batch[i] = lifeline.Change{Agent: c.rec, Leases: c.leases, Task: c.task, Events: c.events}
+		batch[i] = lifeline.Change{Agent: c.rec, StatusOnly: c.statusOnly, Leases: c.leases, Task: c.task, Events: c.events}
 	}
 	if err := e.commit(ctx, batch); err != nil {
 		return err
@@ -342,7 +344,7 @@ func (e *Engine) Beat(ctx context.Context, id string, hb *lifeline.Heartbeat, ac
 	// Only agent keys need the record (for its owner); the hot path of coordinators,
 	// admins and the owner touches the record as little as possible.
 	if c, ok := lifeline.CallerFrom(ctx); ok && !c.Role.Privileged() {
-		if rec := a.rec.Load(); rec == nil || rec.OwnerKeyID != c.KeyID {
+		if owner := a.owner.Load(); owner == nil || *owner != c.KeyID {
 			return errNotOwner
 		}
 	}

@@ -58,7 +58,11 @@ type Engine struct {
 	m     *Metrics
 	base  time.Time // clock reading that monotonic offsets are measured from
 	// baseWall is base without its monotonic reading, for comparing with wall times.
-	baseWall time.Time
+	baseWall  time.Time
+	realClock bool // Config.Now is time.Now
+
+	internMu sync.Mutex
+	interned map[string]*string // owner key ids, shared by the agents of one key
 	agents   *shards
 
 	trackMu sync.Mutex
@@ -89,7 +93,8 @@ var (
 
 // New returns an engine over store. Call Open before use.
 func New(store lifeline.Store, cfg Config) *Engine {
-	if cfg.Now == nil {
+	realClock := cfg.Now == nil
+	if realClock {
 		cfg.Now = time.Now
 	}
 	if cfg.SweepInterval <= 0 {
@@ -120,11 +125,18 @@ func New(store lifeline.Store, cfg Config) *Engine {
 		stop:    make(chan struct{}),
 	}
 	e.baseWall = e.base.Round(0)
+	e.realClock = realClock
+	e.interned = map[string]*string{}
 	return e
 }
 
 // mono returns the engine clock as nanoseconds since the engine was created.
-func (e *Engine) mono() int64 { return int64(e.cfg.Now().Sub(e.base)) }
+func (e *Engine) mono() int64 {
+	if e.realClock {
+		return int64(time.Since(e.base)) // one monotonic clock read, no wall clock
+	}
+	return int64(e.cfg.Now().Sub(e.base))
+}
 
 // wall converts an engine clock reading to a UTC wall time.
 func (e *Engine) wall(m int64) time.Time {
@@ -224,6 +236,7 @@ func (e *Engine) Close() error {
 // it. Requires a.mu (or exclusive ownership of a).
 func (e *Engine) install(a *agent, rec *lifeline.Agent) {
 	a.driftLimit.Store(int64(2 * rec.HeartbeatConfig.Interval()))
+	a.owner.Store(e.intern(rec.OwnerKeyID))
 	a.rec.Store(rec)
 	a.status.Store(statusCode(rec.Status))
 	if rec.PendingCommand != nil {
@@ -419,6 +432,22 @@ func (e *Engine) Counts() map[lifeline.Status]int {
 		out[statusNames[code]] = int(e.counts[code].Load())
 	}
 	return out
+}
+
+// intern returns the one shared copy of an owner key id: thousands of agents of one
+// key then point at the same bytes, which stay in cache for the heartbeat's owner
+// check. The table is bounded; past its size values are kept as they come.
+func (e *Engine) intern(s string) *string {
+	e.internMu.Lock()
+	defer e.internMu.Unlock()
+	if p, ok := e.interned[s]; ok {
+		return p
+	}
+	p := &s
+	if len(e.interned) < 1<<16 {
+		e.interned[s] = p
+	}
+	return p
 }
 
 // Ping checks that the store is reachable.

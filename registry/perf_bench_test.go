@@ -3,9 +3,10 @@ package registry_test
 // Benchmarks for the performance goals of issue #5 (docs/benchmarks.md): the heartbeat
 // path with an agent's own key, the sweeper tick and the memory per agent at a million
 // agents, and registration throughput through group commit. The million-agent ones
-// build their fleet first (about a minute); run them with -benchtime 1x, e.g.
+// build their fleet first (about a minute each; -short skips them), e.g.
 //
-//	go test -run '^$' -bench 'Million|AgentMemory' -benchtime 1x -timeout 30m ./registry/
+//	go test -run '^$' -bench 'SweepNothingDueMillion|RegisterConcurrent' -timeout 30m ./registry/
+//	go test -run '^$' -bench 'AgentMemory' -benchtime 1x -timeout 30m ./registry/
 
 import (
 	"context"
@@ -128,6 +129,9 @@ func BenchmarkBeatAgentKey(b *testing.B) {
 // BenchmarkSweepNothingDueMillion is one sweeper tick over 1,000,000 tracked agents,
 // none due (goal: ≤ 50 µs).
 func BenchmarkSweepNothingDueMillion(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds a million-agent store first")
+	}
 	e := openEngine(b, preload(b, 1_000_000, plainAgent, time.Now()), registry.Config{})
 	b.ReportAllocs()
 	for b.Loop() {
@@ -148,6 +152,9 @@ func BenchmarkAgentMemory(b *testing.B) {
 		{"Rich/Million", 1_000_000, richAgent},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
+			if testing.Short() && tc.n >= 1_000_000 {
+				b.Skip("builds a million-agent store first")
+			}
 			st := preload(b, tc.n, tc.mk, time.Now())
 			var total float64
 			runs := 0

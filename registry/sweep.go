@@ -95,6 +95,7 @@ func (e *Engine) evaluate(a *agent, now int64) (*change, int64) {
 		}
 		if c == nil {
 			c = e.begin(a)
+			c.statusOnly = true // timed transitions change only lifecycle fields
 		}
 		// Events carry the time the transition is made, so the log's timestamps grow
 		// with its seq; the lateness is measured in lifeline_sweep_lag_seconds.

@@ -37,7 +37,12 @@ func (s *Store) Apply(ctx context.Context, batch []lifeline.Change) (err error) 
 	}
 	for i := range batch {
 		c := &batch[i]
-		if c.Agent != nil {
+		switch {
+		case c.Agent != nil && c.StatusOnly:
+			if err := updateAgentStatus(ctx, tx, c.Agent); err != nil {
+				return err
+			}
+		case c.Agent != nil:
 			if err := upsertAgent(ctx, tx, c.Agent); err != nil {
 				return err
 			}
@@ -159,6 +164,30 @@ func upsertAgent(ctx context.Context, tx *writeTx, a *lifeline.Agent) error {
 	)
 	if err != nil {
 		return fmt.Errorf("sqlite: upsert agent %s: %w", a.AgentID, err)
+	}
+	return nil
+}
+
+// updateAgentStatus writes only the lifecycle columns of an existing agent.
+func updateAgentStatus(ctx context.Context, tx *writeTx, a *lifeline.Agent) error {
+	if err := validateAgent(a); err != nil {
+		return err
+	}
+	var command any
+	if a.PendingCommand != nil {
+		b, err := json.Marshal(a.PendingCommand)
+		if err != nil {
+			return fmt.Errorf("sqlite: agent %s: pending command: %w", a.AgentID, err)
+		}
+		command = string(b)
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE agents SET status = ?, version = ?, drain_deadline = ?, pending_command = ? WHERE agent_id = ?`,
+		string(a.Status), a.Version, formatTimePtr(a.DrainDeadline), command, a.AgentID)
+	if err != nil {
+		return fmt.Errorf("sqlite: update agent %s: %w", a.AgentID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return lifeline.Errorf(lifeline.ENotFound, "agent %q not found", a.AgentID)
 	}
 	return nil
 }

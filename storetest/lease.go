@@ -144,3 +144,20 @@ func testTaskRoundTrip(t *testing.T, s lifeline.Store) {
 		t.Fatalf("%+v", got)
 	}
 }
+
+func testApplyStatusOnly(t *testing.T, s lifeline.Store) {
+	a := newAgent("a1")
+	mustApply(t, s, lifeline.Change{Agent: a})
+	next := *a
+	next.Status, next.Version = lifeline.StatusUnhealthy, a.Version+1
+	next.Name = "not written" // only lifecycle fields are written
+	mustApply(t, s, lifeline.Change{Agent: &next, StatusOnly: true})
+	got := mustAgents(t, s)[0]
+	if got.Status != lifeline.StatusUnhealthy || got.Version != a.Version+1 || got.Name != a.Name {
+		t.Fatalf("%+v", got)
+	}
+	ghost := newAgent("ghost")
+	if err := s.Apply(context.Background(), []lifeline.Change{{Agent: ghost, StatusOnly: true}}); lifeline.ErrorCode(err) != lifeline.ENotFound {
+		t.Fatalf("status-only write of an unknown agent: %v", err)
+	}
+}

@@ -75,6 +75,7 @@ func Run(t *testing.T, newStore func(t *testing.T) lifeline.Store) {
 		{"LeaseFencesSurviveEnd", testLeaseFencesSurviveEnd},
 		{"LeasesFilterAndPage", testLeasesFilterAndPage},
 		{"TaskRoundTrip", testTaskRoundTrip},
+		{"ApplyStatusOnly", testApplyStatusOnly},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
