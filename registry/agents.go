@@ -197,6 +197,7 @@ func (e *Engine) RegisterAgent(ctx context.Context, r *lifeline.Registration) (*
 	if r.Capacity != nil && r.Capacity.MaxConcurrentTasks != nil {
 		rec.Capacity.MaxConcurrentTasks = *r.Capacity.MaxConcurrentTasks
 	}
+	e.interned.record(rec)
 	if len(rec.Metadata) == 0 || string(rec.Metadata) == "null" {
 		rec.Metadata = []byte("{}")
 	}
@@ -239,6 +240,7 @@ func (e *Engine) RegisterAgent(ctx context.Context, r *lifeline.Registration) (*
 	}
 	rec.Status = out.To
 	rec.Version = 1
+	rec.AgentID = a.id // the bytes kept inside the agent
 	c := &change{a: a, rec: rec, events: []lifeline.Event{lifecycle(id, from, out, now)}}
 
 	// The silence timer starts at registration.

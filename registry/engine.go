@@ -61,8 +61,10 @@ type Engine struct {
 	baseWall  time.Time
 	realClock bool // Config.Now is time.Now
 
-	internMu sync.Mutex
-	interned map[string]*string // owner key ids, shared by the agents of one key
+	// interned holds the strings that repeat across agent records (role ids, owner
+	// key ids, capabilities) and whole capability sets, so that a million agents
+	// share them.
+	interned interner
 	agents   *shards
 
 	trackMu sync.Mutex
@@ -126,7 +128,6 @@ func New(store lifeline.Store, cfg Config) *Engine {
 	}
 	e.baseWall = e.base.Round(0)
 	e.realClock = realClock
-	e.interned = map[string]*string{}
 	return e
 }
 
@@ -164,6 +165,8 @@ func (e *Engine) Open(ctx context.Context) error {
 		if rec.DrainDeadline != nil {
 			a.drainDeadline = e.monoOf(*rec.DrainDeadline)
 		}
+		rec.AgentID = a.id // the bytes kept inside the agent
+		e.interned.record(rec)
 		e.install(a, rec)
 		sh, h := e.agents.of(rec.AgentID)
 		sh.insertLocked(h, a) // no one else sees the table yet
@@ -236,7 +239,7 @@ func (e *Engine) Close() error {
 // it. Requires a.mu (or exclusive ownership of a).
 func (e *Engine) install(a *agent, rec *lifeline.Agent) {
 	a.driftLimit.Store(int64(2 * rec.HeartbeatConfig.Interval()))
-	a.owner.Store(e.intern(rec.OwnerKeyID))
+	a.owner.Store(e.interned.ptr(rec.OwnerKeyID))
 	a.rec.Store(rec)
 	a.status.Store(statusCode(rec.Status))
 	if rec.PendingCommand != nil {
@@ -432,22 +435,6 @@ func (e *Engine) Counts() map[lifeline.Status]int {
 		out[statusNames[code]] = int(e.counts[code].Load())
 	}
 	return out
-}
-
-// intern returns the one shared copy of an owner key id: thousands of agents of one
-// key then point at the same bytes, which stay in cache for the heartbeat's owner
-// check. The table is bounded; past its size values are kept as they come.
-func (e *Engine) intern(s string) *string {
-	e.internMu.Lock()
-	defer e.internMu.Unlock()
-	if p, ok := e.interned[s]; ok {
-		return p
-	}
-	p := &s
-	if len(e.interned) < 1<<16 {
-		e.interned[s] = p
-	}
-	return p
 }
 
 // Ping checks that the store is reachable.
