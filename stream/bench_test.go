@@ -404,6 +404,10 @@ func BenchmarkFanout(b *testing.B) {
 				}
 				before := h.svc.Stats()
 				p := startClients(b, h, tc.subs, agents)
+				// The first agent reports a task, so that its status updates carry
+				// an execution_status in every case (the stalled cases' prefill is
+				// the same update with a large result).
+				h.svc.Publish([]lifeline.Event{prefillEvent(agents[0], 0, nil)})
 				stop := make(chan struct{})
 				done := make(chan struct{})
 				go func() {
@@ -468,12 +472,17 @@ func stallSubscriber(b *testing.B, h *harness, agent string) net.Conn {
 	b.Cleanup(func() { conn.Close() })
 	result := json.RawMessage(`"` + strings.Repeat("x", 64<<10-2) + `"`)
 	for i := range 128 {
-		ev := taskEvent(agent, int64(2_000_000+i), i)
-		ev.Task.Result = result
-		h.svc.Publish([]lifeline.Event{ev})
+		h.svc.Publish([]lifeline.Event{prefillEvent(agent, i, result)})
 	}
 	time.Sleep(500 * time.Millisecond)
 	return conn
+}
+
+// prefillEvent is the task update published to the first agent before a run.
+func prefillEvent(agent string, i int, result json.RawMessage) lifeline.Event {
+	ev := taskEvent(agent, int64(2_000_000+i), 50)
+	ev.Task.Message, ev.Task.Result = "prefill", result
+	return ev
 }
 
 // BenchmarkIdleSubscriberMemory measures the server-side memory of idle WebSocket
