@@ -46,7 +46,7 @@ type ServerConfig struct {
 	WSHeartbeatInterval time.Duration `yaml:"ws_heartbeat_interval"`
 	// WSMaxQueueSize caps each agent's offline message queue.
 	WSMaxQueueSize int `yaml:"ws_max_queue_size"`
-	// WSBatchInterval is the WebSocket batching window.
+	// WSBatchInterval is the WebSocket batching window; 0 turns batching off.
 	WSBatchInterval time.Duration `yaml:"ws_batch_interval"`
 	// SSEKeepAlive is how often an idle event stream gets a keep-alive comment.
 	SSEKeepAlive time.Duration `yaml:"sse_keepalive"`
@@ -217,8 +217,8 @@ func (c *ServerConfig) validate() error {
 		return errors.New("drain_timeout must be at least 1s")
 	case c.MaxLeaseTTL < time.Second:
 		return errors.New("max_lease_ttl must be at least 1s")
-	case c.WSHeartbeatInterval <= 0 || c.WSBatchInterval <= 0 || c.SSEKeepAlive <= 0:
-		return errors.New("ws_heartbeat_interval, ws_batch_interval and sse_keepalive must be positive")
+	case c.WSHeartbeatInterval <= 0 || c.WSBatchInterval < 0 || c.SSEKeepAlive <= 0:
+		return errors.New("ws_heartbeat_interval and sse_keepalive must be positive, ws_batch_interval not negative")
 	case c.WSMaxQueueSize < 1 || c.WebhookMaxAttempts < 1:
 		return errors.New("ws_max_queue_size and webhook_max_attempts must be at least 1")
 	case c.EventRetention < time.Minute:
@@ -232,6 +232,15 @@ func (c *ServerConfig) validate() error {
 	}
 	var lvl slog.Level
 	return lvl.UnmarshalText([]byte(c.LogLevel))
+}
+
+// batchInterval maps the configured window to stream.Config: 0 (off) is negative there,
+// where 0 means the default.
+func batchInterval(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // Main is a running server: the store, the engine and the HTTP server wired together.
@@ -310,7 +319,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	m.stream, err = stream.New(stream.Config{
 		Keys: keys, Agents: m.engine, Events: m.engine, Log: m.store, Webhooks: m.store,
 		HeartbeatInterval: m.Config.WSHeartbeatInterval, MaxQueueSize: m.Config.WSMaxQueueSize,
-		BatchInterval: m.Config.WSBatchInterval, SSEKeepAlive: m.Config.SSEKeepAlive,
+		BatchInterval: batchInterval(m.Config.WSBatchInterval), SSEKeepAlive: m.Config.SSEKeepAlive,
 		EventRetention: m.Config.EventRetention, WebhookMaxAttempts: m.Config.WebhookMaxAttempts,
 		MaxBodyBytes: m.Config.MaxBodyBytes, Logger: m.log, Registry: reg,
 	})
