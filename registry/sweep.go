@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/lifeline-dev/lifeline"
@@ -19,6 +20,11 @@ func (e *Engine) Sweep(ctx context.Context) {
 	e.sweepMu.Lock()
 	defer e.sweepMu.Unlock()
 	start := time.Now()
+	// Rounds are pipelined: while one round's transaction commits, the next round is
+	// evaluated, so that thousands of simultaneous silences are reported sooner. Each
+	// round keeps its agents locked until its own commit is applied, and Sweep returns
+	// only when every round has.
+	var rounds sync.WaitGroup
 	for {
 		now := e.mono()
 		e.trackMu.Lock()
@@ -28,16 +34,27 @@ func (e *Engine) Sweep(ctx context.Context) {
 		if len(due) == 0 {
 			break
 		}
-		e.sweepRound(ctx, due, now)
+		pending, lags := e.evaluateRound(due, now)
+		if len(pending) > 0 {
+			rounds.Add(1)
+			go func() {
+				defer rounds.Done()
+				e.commitRound(ctx, pending, lags, now)
+			}()
+		}
 		if len(due) < maxSweep {
 			break
 		}
 	}
+	rounds.Wait()
 	e.sweepLeases(ctx, e.mono())
 	e.m.sweepDuration.Observe(time.Since(start).Seconds())
 }
 
-func (e *Engine) sweepRound(ctx context.Context, due []*agent, now int64) {
+// evaluateRound locks every due agent and decides its transitions. Agents with
+// nothing due are rescheduled and unlocked; the others stay locked, their changes
+// returned for commitRound.
+func (e *Engine) evaluateRound(due []*agent, now int64) ([]*change, []int64) {
 	var pending []*change
 	var lags []int64
 	for _, a := range due {
@@ -56,9 +73,12 @@ func (e *Engine) sweepRound(ctx context.Context, due []*agent, now int64) {
 		pending = append(pending, c)
 		lags = append(lags, lag)
 	}
-	if len(pending) == 0 {
-		return
-	}
+	return pending, lags
+}
+
+// commitRound commits the changes of one round, applies them and unlocks their agents.
+// On failure the agents are left as they were and retried a second later.
+func (e *Engine) commitRound(ctx context.Context, pending []*change, lags []int64, now int64) {
 	err := e.commitChanges(ctx, pending...)
 	for i, c := range pending {
 		if err != nil {
