@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,6 +60,32 @@ type Server struct {
 	mux     *http.ServeMux
 	started time.Time
 	latency *prometheus.HistogramVec
+	// observers caches latency's per-(route, method, code) observers: looking one up
+	// by labels hashes them and formats the code on every request.
+	observers sync.Map // latencyKey → prometheus.Observer
+}
+
+type latencyKey struct {
+	route, method string
+	code          int
+}
+
+// observer returns the latency observer of a request.
+func (s *Server) observer(route, method string, code int) prometheus.Observer {
+	if route == "" || route == "/" {
+		route = "unmatched"
+	}
+	switch method {
+	case http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete, http.MethodPut, http.MethodHead, http.MethodOptions:
+	default:
+		method = "other" // clients choose methods; keep the label set bounded
+	}
+	k := latencyKey{route, method, code}
+	if o, ok := s.observers.Load(k); ok {
+		return o.(prometheus.Observer)
+	}
+	o, _ := s.observers.LoadOrStore(k, s.latency.WithLabelValues(route, method, strconv.Itoa(code)))
+	return o.(prometheus.Observer)
 }
 
 // NewServer returns a Server with every route registered.
@@ -138,11 +165,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				s.problem(sw, r, lifeline.Errorf(lifeline.EInternal, "internal error"))
 			}
 		}
-		route := r.Pattern
-		if route == "" || route == "/" {
-			route = "unmatched"
-		}
-		s.latency.WithLabelValues(route, r.Method, strconv.Itoa(sw.code)).Observe(time.Since(start).Seconds())
+		s.observer(r.Pattern, r.Method, sw.code).Observe(time.Since(start).Seconds())
 	}()
 	s.mux.ServeHTTP(sw, r)
 }

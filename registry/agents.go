@@ -326,6 +326,9 @@ func (e *Engine) FindAgents(ctx context.Context, f lifeline.AgentFilter) ([]*lif
 
 // Heartbeat records a heartbeat (RFC-0016 §4).
 func (e *Engine) Heartbeat(ctx context.Context, id string, hb *lifeline.Heartbeat) (*lifeline.HeartbeatAck, error) {
+	if err := hb.Validate(); err != nil {
+		return nil, err
+	}
 	ack := new(lifeline.HeartbeatAck)
 	if err := e.Beat(ctx, id, hb, ack); err != nil {
 		return nil, err

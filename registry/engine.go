@@ -6,7 +6,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -439,9 +438,3 @@ func (e *Engine) Counts() map[lifeline.Status]int {
 
 // Ping checks that the store is reachable.
 func (e *Engine) Ping(ctx context.Context) error { return e.store.Ping(ctx) }
-
-// errClosed reports whether err is the engine's shutdown error.
-func errClosed(err error) bool {
-	var le *lifeline.Error
-	return errors.As(err, &le) && le.Code == lifeline.EUnavailable
-}

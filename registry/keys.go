@@ -3,7 +3,9 @@ package registry
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base32"
+	"encoding/hex"
 	"sync"
 	"time"
 
@@ -18,8 +20,10 @@ type Keys struct {
 	store lifeline.Store
 	now   func() time.Time
 
-	mu     sync.RWMutex
-	byHash map[string]*lifeline.Key
+	mu sync.RWMutex
+	// byHash is keyed by the raw SHA-256 of the secret, so authenticating a request
+	// hashes it and looks it up without building the hex form.
+	byHash map[[sha256.Size]byte]*lifeline.Key
 	byID   map[string]*lifeline.Key
 }
 
@@ -34,10 +38,10 @@ func NewKeys(ctx context.Context, store lifeline.Store, now func() time.Time) (*
 	if err != nil {
 		return nil, err
 	}
-	k := &Keys{store: store, now: now, byHash: map[string]*lifeline.Key{}, byID: map[string]*lifeline.Key{}}
+	k := &Keys{store: store, now: now, byHash: map[[sha256.Size]byte]*lifeline.Key{}, byID: map[string]*lifeline.Key{}}
 	for _, key := range ks {
 		k.byID[key.ID] = key
-		k.byHash[key.Hash] = key
+		k.byHash[rawHash(key.Hash)] = key
 	}
 	return k, nil
 }
@@ -57,7 +61,7 @@ func NewSecret() string {
 func (k *Keys) Bootstrap(ctx context.Context, envSecret string) (generated string, err error) {
 	if envSecret != "" {
 		k.mu.RLock()
-		existing := k.byHash[lifeline.HashSecret(envSecret)]
+		existing := k.byHash[sha256.Sum256([]byte(envSecret))]
 		k.mu.RUnlock()
 		if existing != nil {
 			if existing.RevokedAt != nil {
@@ -94,7 +98,7 @@ func (k *Keys) create(ctx context.Context, role lifeline.Role, name, secret stri
 	}
 	k.mu.Lock()
 	k.byID[key.ID] = key
-	k.byHash[key.Hash] = key
+	k.byHash[rawHash(key.Hash)] = key
 	k.mu.Unlock()
 	return &lifeline.NewKey{Key: *key, Secret: secret}, nil
 }
@@ -145,10 +149,17 @@ func (k *Keys) RevokeKey(ctx context.Context, id string) error {
 		revoked := *key
 		revoked.RevokedAt = &at
 		k.byID[id] = &revoked
-		k.byHash[key.Hash] = &revoked
+		k.byHash[rawHash(key.Hash)] = &revoked
 	}
 	k.mu.Unlock()
 	return nil
+}
+
+// rawHash decodes a stored hex hash; a malformed one maps to the zero digest, which no
+// secret hashes to in practice.
+func rawHash(hexHash string) (h [sha256.Size]byte) {
+	_, _ = hex.Decode(h[:], []byte(hexHash))
+	return h
 }
 
 // Authenticate returns the caller a secret stands for. Returns unauthorized for an
@@ -157,7 +168,7 @@ func (k *Keys) Authenticate(ctx context.Context, secret string) (lifeline.Caller
 	if secret == "" {
 		return lifeline.Caller{}, lifeline.Errorf(lifeline.EUnauthorized, "missing X-API-Key header")
 	}
-	h := lifeline.HashSecret(secret)
+	h := sha256.Sum256([]byte(secret))
 	k.mu.RLock()
 	key := k.byHash[h]
 	k.mu.RUnlock()

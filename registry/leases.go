@@ -18,7 +18,7 @@ type lease struct {
 	rec     *lifeline.Lease
 	expires int64 // monotonic ns of rec.ExpiresAt
 	pending bool  // reserved by an acquisition that is not committed yet
-	index   int   // in leaseHeap; -1 when not tracked
+	index   int   // in the expiry heap; -1 when not tracked
 }
 
 // leaseTable holds the active leases, indexed three ways, and their expiry heap. It is
@@ -30,7 +30,7 @@ type leaseTable struct {
 	byScope map[string]*lease
 	byAgent map[string]map[string]*lease
 	fences  map[string]int64 // highest fence ever issued per scope
-	heap    leaseHeap
+	heap    deadlineHeap[*lease]
 }
 
 func newLeaseTable() *leaseTable {
@@ -72,28 +72,8 @@ func (t *leaseTable) remove(l *lease) {
 	}
 }
 
-type leaseHeap []*lease
-
-func (h leaseHeap) Len() int           { return len(h) }
-func (h leaseHeap) Less(i, j int) bool { return h[i].expires < h[j].expires }
-func (h leaseHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index = i
-	h[j].index = j
-}
-func (h *leaseHeap) Push(x any) {
-	l := x.(*lease)
-	l.index = len(*h)
-	*h = append(*h, l)
-}
-func (h *leaseHeap) Pop() any {
-	old := *h
-	l := old[len(old)-1]
-	old[len(old)-1] = nil
-	l.index = -1
-	*h = old[:len(old)-1]
-	return l
-}
+func (l *lease) due() int64     { return l.expires }
+func (l *lease) setIndex(i int) { l.index = i }
 
 // loadLeases puts the store's active leases in memory. Their expiry is absolute: a
 // lease whose TTL ran out while the server was down expires on the first sweep, and the

@@ -12,7 +12,7 @@ import "container/heap"
 //
 // tracker is not safe for concurrent use; the engine guards it with trackMu.
 type tracker struct {
-	h agentHeap
+	h deadlineHeap[*agent]
 }
 
 // set schedules a at deadline (monotonic nanoseconds), adding or moving its entry.
@@ -52,26 +52,37 @@ func (t *tracker) next() (int64, bool) {
 // len returns the number of scheduled agents.
 func (t *tracker) len() int { return len(t.h) }
 
-type agentHeap []*agent
+// timed is an entry of a deadlineHeap: it knows its deadline and remembers its index.
+type timed interface {
+	due() int64
+	setIndex(i int)
+}
 
-func (h agentHeap) Len() int           { return len(h) }
-func (h agentHeap) Less(i, j int) bool { return h[i].deadline < h[j].deadline }
-func (h agentHeap) Swap(i, j int) {
+// deadlineHeap is a min-heap of entries by deadline for container/heap, shared by the
+// agent tracker and the lease table.
+type deadlineHeap[T timed] []T
+
+func (h deadlineHeap[T]) Len() int           { return len(h) }
+func (h deadlineHeap[T]) Less(i, j int) bool { return h[i].due() < h[j].due() }
+func (h deadlineHeap[T]) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].index = i
-	h[j].index = j
+	h[i].setIndex(i)
+	h[j].setIndex(j)
 }
-func (h *agentHeap) Push(x any) {
-	a := x.(*agent)
-	a.index = len(*h)
-	*h = append(*h, a)
+func (h *deadlineHeap[T]) Push(x any) {
+	v := x.(T)
+	v.setIndex(len(*h))
+	*h = append(*h, v)
 }
-func (h *agentHeap) Pop() any {
+func (h *deadlineHeap[T]) Pop() any {
 	old := *h
-	n := len(old)
-	a := old[n-1]
-	old[n-1] = nil
-	a.index = -1
-	*h = old[:n-1]
-	return a
+	var zero T
+	v := old[len(old)-1]
+	old[len(old)-1] = zero
+	v.setIndex(-1)
+	*h = old[:len(old)-1]
+	return v
 }
+
+func (a *agent) due() int64     { return a.deadline }
+func (a *agent) setIndex(i int) { a.index = i }
